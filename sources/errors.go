@@ -1,0 +1,111 @@
+package sources
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Sentinels for the decisions a caller makes about a failed exchange; test
+// with errors.Is.
+var (
+	// ErrRejected: the provider refused the credential itself (invalid_client,
+	// invalid_grant, invalid_scope, unauthorized_client, ...). Retrying
+	// cannot help; the operator must fix the configuration.
+	ErrRejected = errors.New("provider rejected the credential")
+	// ErrReauthorize: a refresh token was refused with invalid_grant. The
+	// credential needs a new authorization (a new refresh token).
+	ErrReauthorize = errors.New("refresh token refused: re-authorization needed")
+)
+
+// permanentCodes are RFC 6749 §5.2 codes that no retry can fix.
+var permanentCodes = map[string]bool{
+	"invalid_request":        true,
+	"invalid_client":         true,
+	"invalid_grant":          true,
+	"unauthorized_client":    true,
+	"unsupported_grant_type": true,
+	"invalid_scope":          true,
+	"access_denied":          true,
+}
+
+// ProviderError is a token endpoint answer that carried no usable token.
+type ProviderError struct {
+	Grant       Grant
+	Status      int    // HTTP status; 200 when an error came in a 200 answer
+	Code        string // RFC 6749 §5.2 error code, when the answer had one
+	Description string // provider's error_description, shortened and cleaned
+	// Problem says what was wrong with an answer that had no error code
+	// (an HTML page, an empty body, JSON without access_token, ...).
+	Problem    string
+	RetryAfter time.Duration // from Retry-After, 0 when absent
+}
+
+func (e *ProviderError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "provider answered %d", e.Status)
+	if e.Code != "" {
+		fmt.Fprintf(&b, " %s", e.Code)
+	}
+	if e.Description != "" {
+		fmt.Fprintf(&b, " (%s)", e.Description)
+	}
+	if e.Problem != "" {
+		fmt.Fprintf(&b, ": %s", e.Problem)
+	}
+	if e.RetryAfter > 0 {
+		fmt.Fprintf(&b, ", retry after %s", e.RetryAfter)
+	}
+	return b.String()
+}
+
+// Permanent reports whether retrying the same request is useless.
+func (e *ProviderError) Permanent() bool { return permanentCodes[e.Code] }
+
+// Is matches ErrRejected for permanent codes and ErrReauthorize for a
+// refused refresh token.
+func (e *ProviderError) Is(target error) bool {
+	switch target {
+	case ErrRejected:
+		return e.Permanent()
+	case ErrReauthorize:
+		return e.Code == "invalid_grant" && e.Grant == RefreshToken
+	}
+	return false
+}
+
+// Advice says what an operator should do about err, in one sentence.
+func Advice(err error) string {
+	var pe *ProviderError
+	switch {
+	case errors.Is(err, ErrReauthorize):
+		return "the refresh token is no longer valid: authorize again (tokenbroker authorize NAME) or set a new refresh token"
+	case errors.As(err, &pe) && pe.Code == "invalid_client":
+		return "the provider does not accept the client id or secret: check them"
+	case errors.As(err, &pe) && pe.Code == "invalid_scope":
+		return "the provider refuses the requested scopes: check the SCOPES setting"
+	case errors.Is(err, ErrRejected):
+		return "the provider refuses this credential's configuration: check it, then restart or reload the broker"
+	default:
+		return "the broker retries with backoff; check the provider's status if it persists"
+	}
+}
+
+// clean shortens provider-supplied text and drops control characters, so a
+// hostile answer cannot forge log lines or flood an error.
+func clean(s string) string {
+	const max = 200
+	var b strings.Builder
+	for _, r := range s {
+		if b.Len() >= max {
+			b.WriteString("…")
+			break
+		}
+		if r < 0x20 || r == 0x7f {
+			r = ' '
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}

@@ -1,0 +1,139 @@
+package sources
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"golang.org/x/oauth2"
+)
+
+// Client is the OAuth client the broker acts as.
+type Client struct {
+	ID          string
+	Secret      Secret
+	RedirectURI string
+	Scopes      []string
+}
+
+// Endpoint sends token requests for one credential in its provider's Dialect.
+type Endpoint struct {
+	Dialect Dialect
+	Client  Client
+	// HTTP sends the requests; nil means a client with a 30 s timeout.
+	HTTP *http.Client
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+var defaultHTTP = &http.Client{Timeout: 30 * time.Second}
+
+// Exchange runs one token request for grant g with the grant's own params
+// (refresh_token, username, code, ...) and parses the answer. It sends the
+// request exactly once: a retry is the caller's decision.
+func (e *Endpoint) Exchange(ctx context.Context, g Grant, params url.Values) (Token, error) {
+	d := &e.Dialect
+	req, err := e.request(ctx, g, params)
+	if err != nil {
+		return Token{}, err
+	}
+	now := time.Now
+	if e.Now != nil {
+		now = e.Now
+	}
+	hc := e.HTTP
+	if hc == nil {
+		hc = defaultHTTP
+	}
+	start := now()
+	resp, err := hc.Do(req)
+	if err != nil {
+		return Token{}, transportError(req, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	if err != nil {
+		return Token{}, fmt.Errorf("%s %s: reading the answer: %w", req.Method, redactURL(req.URL), stripURL(err))
+	}
+	return d.parse(g, answer{status: resp.StatusCode, header: resp.Header, body: body}, start)
+}
+
+func (e *Endpoint) request(ctx context.Context, g Grant, params url.Values) (*http.Request, error) {
+	d := &e.Dialect
+	v := url.Values{}
+	for k, vs := range params {
+		v[k] = vs
+	}
+	v.Set("grant_type", string(g))
+	sendSecret := !(g == RefreshToken && d.RefreshOmitsSecret)
+	basic := d.ClientAuth == oauth2.AuthStyleInHeader && sendSecret
+	if !basic {
+		v.Set("client_id", e.Client.ID)
+		if sendSecret && !e.Client.Secret.IsZero() {
+			v.Set("client_secret", e.Client.Secret.Reveal())
+		}
+	}
+	if len(e.Client.Scopes) > 0 && (g != RefreshToken || d.RefreshSendsScope) && g != AuthorizationCode {
+		v.Set("scope", strings.Join(e.Client.Scopes, d.scopeSeparator()))
+	}
+	if e.Client.RedirectURI != "" && (g == AuthorizationCode || (g == RefreshToken && d.RefreshSendsRedirect)) {
+		v.Set("redirect_uri", e.Client.RedirectURI)
+	}
+
+	u, err := url.Parse(d.TokenURL)
+	if err != nil {
+		return nil, fmt.Errorf("token URL: %w", err)
+	}
+	var body io.Reader
+	if d.placement() == InQuery {
+		q := u.Query()
+		for k, vs := range v {
+			q[k] = vs
+		}
+		u.RawQuery = q.Encode()
+	} else {
+		body = strings.NewReader(v.Encode())
+	}
+	req, err := http.NewRequestWithContext(ctx, d.method(), u.String(), body)
+	if err != nil {
+		return nil, fmt.Errorf("token request: %w", stripURL(err))
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	req.Header.Set("Accept", "application/json")
+	for k, val := range d.Headers {
+		req.Header.Set(k, val)
+	}
+	if basic {
+		// RFC 6749 §2.3.1: form-encode id and secret before Basic.
+		req.SetBasicAuth(url.QueryEscape(e.Client.ID), url.QueryEscape(e.Client.Secret.Reveal()))
+	}
+	return req, nil
+}
+
+// transportError reports a failed round trip without the URL's query, which
+// may hold a client secret or refresh token (GET and query dialects).
+func transportError(req *http.Request, err error) error {
+	return fmt.Errorf("%s %s: %w", req.Method, redactURL(req.URL), stripURL(err))
+}
+
+// stripURL unwraps *url.Error, whose message repeats the full URL.
+func stripURL(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+func redactURL(u *url.URL) string {
+	c := *u
+	c.RawQuery, c.User, c.Fragment = "", nil, ""
+	return c.String()
+}
