@@ -1,0 +1,307 @@
+package broker
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tokenbroker/tokenbroker/sources"
+)
+
+// ErrUnknownCredential: no credential has that name.
+var ErrUnknownCredential = errors.New("unknown credential")
+
+// Credential is one named token to keep fresh.
+type Credential struct {
+	Name     string
+	Provider string // for status and the per-provider refresh cap
+	Source   sources.Source
+	// Fingerprint names what makes this the same credential (token URL,
+	// client id, grant, scopes, subject); it is part of the store key, so a
+	// reused name with other settings never reads another's tokens.
+	Fingerprint string
+	// InitialRefreshToken is the operator's refresh token for a
+	// refresh_token credential. A stored rotated one wins over it until the
+	// operator changes it.
+	InitialRefreshToken sources.Secret
+}
+
+// Options tune the engine; zero values take the defaults.
+type Options struct {
+	Store  Store        // required
+	Logger *slog.Logger // default slog.Default()
+	// RefreshAt is the fraction of a token's lifetime after which it is
+	// refreshed; Jitter spreads refreshes over [RefreshAt-Jitter, RefreshAt].
+	RefreshAt, Jitter float64 // defaults 0.85, 0.10
+	// HandoutWait bounds how long a handout waits for a refresh in flight
+	// when no valid token is at hand.
+	HandoutWait time.Duration // default 5s
+	// RequestTimeout bounds one token request.
+	RequestTimeout time.Duration // default 30s
+	// Backoff after transient failures: full jitter over an exponential
+	// ramp from BackoffBase, capped at BackoffMax.
+	BackoffBase, BackoffMax time.Duration // defaults 1s, 5m
+	// ProviderConcurrency caps refreshes in flight per provider, so one slow
+	// provider cannot starve others and a restart does not stampede one.
+	ProviderConcurrency int // default 4
+	// PeerWait bounds how long a broker that lost the refresh lock waits
+	// for the holder's result before reading the store again.
+	PeerWait time.Duration // default 2s
+}
+
+func (o *Options) defaults() {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.RefreshAt <= 0 || o.RefreshAt >= 1 {
+		o.RefreshAt = 0.85
+	}
+	if o.Jitter <= 0 || o.Jitter >= o.RefreshAt {
+		o.Jitter = 0.10
+	}
+	if o.HandoutWait <= 0 {
+		o.HandoutWait = 5 * time.Second
+	}
+	if o.RequestTimeout <= 0 {
+		o.RequestTimeout = 30 * time.Second
+	}
+	if o.BackoffBase <= 0 {
+		o.BackoffBase = time.Second
+	}
+	if o.BackoffMax <= 0 {
+		o.BackoffMax = 5 * time.Minute
+	}
+	if o.ProviderConcurrency <= 0 {
+		o.ProviderConcurrency = 4
+	}
+	if o.PeerWait <= 0 {
+		o.PeerWait = 2 * time.Second
+	}
+}
+
+// minInterval keeps a provider that answers absurdly short lifetimes from
+// turning the scheduler into a busy loop.
+const minInterval = time.Second
+
+// Broker keeps the credentials' tokens fresh and hands them out.
+type Broker struct {
+	opts  Options
+	log   *slog.Logger
+	creds map[string]*cred
+	byKey map[string]*cred
+	names []string
+	sched *scheduler
+	sems  map[string]chan struct{}
+
+	ctx    context.Context // the running broker's; nil before Start
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// State is a credential's condition, as /v1/credentials shows it.
+type State string
+
+// States.
+const (
+	StatePending     State = "pending"     // no token yet; the first request is on its way
+	StateOK          State = "ok"          // a valid token is at hand
+	StateRetrying    State = "retrying"    // the last refresh failed transiently; retrying with backoff
+	StateReauthorize State = "reauthorize" // the refresh token is dead; an operator must authorize again
+	StateRejected    State = "rejected"    // the provider refuses the configuration; an operator must fix it
+)
+
+type cred struct {
+	Credential
+	key  string
+	seed string
+
+	cur atomic.Pointer[sources.Token] // what handouts read; never holds a refresh token
+
+	mu          sync.Mutex
+	gen         uint64
+	tok         sources.Token // with the refresh token
+	unsaved     bool          // tok could not be written yet
+	inflight    chan struct{} // closed when the running refresh ends
+	changed     chan struct{} // closed when a peer reports a change
+	state       State
+	lastErr     error
+	lastRefresh time.Time
+	nextRefresh time.Time
+	failures    int
+
+	idx int // heap slot, guarded by scheduler.mu
+	due time.Time
+}
+
+// New validates the credentials. Call Start to load state and begin.
+func New(opts Options, creds []Credential) (*Broker, error) {
+	opts.defaults()
+	if opts.Store == nil {
+		return nil, errors.New("broker: no store")
+	}
+	b := &Broker{opts: opts, log: opts.Logger, creds: map[string]*cred{}, byKey: map[string]*cred{}, sched: newScheduler(), sems: map[string]chan struct{}{}}
+	for _, c := range creds {
+		if c.Name == "" || c.Source == nil {
+			return nil, fmt.Errorf("broker: credential %q has no name or source", c.Name)
+		}
+		if _, dup := b.creds[c.Name]; dup {
+			return nil, fmt.Errorf("broker: credential %q is listed twice", c.Name)
+		}
+		cr := &cred{Credential: c, key: storeKey(c), seed: seedOf(c), idx: -1, state: StatePending, changed: make(chan struct{})}
+		b.creds[c.Name], b.byKey[cr.key] = cr, cr
+		b.names = append(b.names, c.Name)
+		if b.sems[c.Provider] == nil {
+			b.sems[c.Provider] = make(chan struct{}, opts.ProviderConcurrency)
+		}
+	}
+	slices.Sort(b.names)
+	return b, nil
+}
+
+func storeKey(c Credential) string {
+	sum := sha256.Sum256([]byte(c.Fingerprint))
+	return c.Name + "." + hex.EncodeToString(sum[:8])
+}
+
+// seedOf names the operator's refresh token without revealing it.
+func seedOf(c Credential) string {
+	if c.InitialRefreshToken.IsZero() {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(c.Fingerprint + "\x00" + c.InitialRefreshToken.Reveal()))
+	return hex.EncodeToString(sum[:12])
+}
+
+// Start loads every credential's stored record, schedules refreshes and
+// returns. Tokens still valid in the store are served at once.
+func (b *Broker) Start(ctx context.Context) error {
+	for _, name := range b.names {
+		c := b.creds[name]
+		rec, err := b.opts.Store.Load(ctx, c.key)
+		switch {
+		case errors.Is(err, ErrNotFound):
+		case err != nil:
+			b.log.Error("cannot read the stored token; starting this credential from its configuration",
+				"credential", name, "err", err)
+		case c.seed != "" && rec.Seed != c.seed:
+			b.log.Info("the configured refresh token changed; it replaces the stored one", "credential", name)
+			c.gen = rec.Generation // the next write must still pass the fence
+		default:
+			c.install(rec)
+		}
+		if c.tok.RefreshToken.IsZero() {
+			c.tok.RefreshToken = c.InitialRefreshToken
+		}
+	}
+	b.ctx, b.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	now := time.Now()
+	for _, name := range b.names {
+		c := b.creds[name]
+		c.nextRefresh = b.refreshPoint(&c.tok, now)
+		b.sched.schedule(c, c.nextRefresh)
+	}
+	if w, ok := b.opts.Store.(Watcher); ok {
+		b.wg.Add(1)
+		go func() {
+			defer b.wg.Done()
+			if err := w.Watch(b.ctx, b.peerChanged); err != nil && b.ctx.Err() == nil {
+				b.log.Error("store watch ended", "err", err)
+			}
+		}()
+	}
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		b.sched.run(b.ctx, func(c *cred) { b.startRefresh(c) })
+	}()
+	return nil
+}
+
+// Close stops refreshing and waits for refreshes in flight to end.
+func (b *Broker) Close() error {
+	if b.cancel != nil {
+		b.cancel()
+	}
+	b.wg.Wait()
+	return nil
+}
+
+// install makes a stored rec the credential's current token and hands it
+// out. Callers hold c.mu, or own c exclusively (Start).
+func (c *cred) install(rec Record) {
+	c.hold(rec)
+	c.publish()
+}
+
+// hold keeps rec in memory without handing it out.
+func (c *cred) hold(rec Record) {
+	c.gen = rec.Generation
+	c.tok = rec.Token
+	c.lastRefresh = rec.UpdatedAt
+}
+
+// publish hands out c.tok from now on.
+func (c *cred) publish() {
+	if c.tok.AccessToken.IsZero() {
+		return
+	}
+	pub := c.tok
+	pub.RefreshToken = sources.Secret{}
+	c.cur.Store(&pub)
+	c.state = StateOK
+}
+
+// refreshPoint is when c's token should next be refreshed: at RefreshAt of
+// its lifetime less jitter, and before its refresh token dies too.
+func (b *Broker) refreshPoint(t *sources.Token, now time.Time) time.Time {
+	if t.AccessToken.IsZero() {
+		return now
+	}
+	frac := b.opts.RefreshAt - rand.Float64()*b.opts.Jitter
+	at := t.IssuedAt.Add(time.Duration(float64(t.Lifetime()) * frac))
+	if !t.RefreshExpiry.IsZero() {
+		rl := t.RefreshExpiry.Sub(t.IssuedAt)
+		at = minTime(at, t.IssuedAt.Add(time.Duration(float64(rl)*frac)))
+	}
+	return maxTime(at, now.Add(minInterval))
+}
+
+// minTTL is the least life a handed-out token has left: min(60 s, 10%).
+func minTTL(t *sources.Token) time.Duration { return min(time.Minute, t.Lifetime()/10) }
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// backoff is full jitter over a capped exponential ramp, and never shorter
+// than what the provider asked for with Retry-After.
+func (b *Broker) backoff(failures int, err error) time.Duration {
+	ceil := b.opts.BackoffMax
+	if failures < 30 {
+		ceil = min(ceil, b.opts.BackoffBase<<failures)
+	}
+	d := time.Duration(rand.Int64N(int64(ceil) + 1))
+	var pe *sources.ProviderError
+	if errors.As(err, &pe) && pe.RetryAfter > d {
+		d = pe.RetryAfter
+	}
+	return max(d, minInterval)
+}

@@ -1,0 +1,139 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// FileStore is the embedded durable store: one file per credential in a
+// state directory, written with write-to-temp, fsync, rename and a directory
+// fsync, mode 0600. One broker owns a directory at a time (flock).
+type FileStore struct {
+	dir  string
+	lock *os.File
+	mu   sync.Mutex // serialises Save's read-compare-write
+}
+
+// OpenFileStore opens (creating, mode 0700) the state directory dir and takes
+// its lock.
+func OpenFileStore(dir string) (*FileStore, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("state dir %s: %w (set TOKENBROKER_STATE_DIR to a writable directory)", dir, err)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("state dir %s: %w", dir, err)
+	}
+	// Files are 0600, so a readable directory leaks nothing; a writable one
+	// would let another user swap a record.
+	if fi.Mode().Perm()&0o022 != 0 {
+		return nil, fmt.Errorf("state dir %s has mode %o: other users could replace stored tokens (chmod 700 %s)", dir, fi.Mode().Perm(), dir)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("state dir %s: %w", dir, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		pid, _ := os.ReadFile(f.Name())
+		f.Close()
+		return nil, fmt.Errorf("state dir %s is in use by another broker (pid %s): give each broker its own TOKENBROKER_STATE_DIR", dir, strings.TrimSpace(string(pid)))
+	}
+	_ = f.Truncate(0)
+	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	return &FileStore{dir: dir, lock: f}, nil
+}
+
+func (s *FileStore) path(key string) (string, error) {
+	if key == "" || strings.ContainsAny(key, `/\`) || strings.HasPrefix(key, ".") {
+		return "", fmt.Errorf("invalid store key %q", key)
+	}
+	return filepath.Join(s.dir, key+".json"), nil
+}
+
+// Load implements Store.
+func (s *FileStore) Load(_ context.Context, key string) (Record, error) {
+	p, err := s.path(key)
+	if err != nil {
+		return Record{}, err
+	}
+	b, err := os.ReadFile(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return Record{}, ErrNotFound
+	}
+	if err != nil {
+		return Record{}, err
+	}
+	r, err := unmarshalRecord(b)
+	if err != nil {
+		return Record{}, fmt.Errorf("%s: %w (move it aside to start this credential afresh)", p, err)
+	}
+	return r, nil
+}
+
+// Save implements Store.
+func (s *FileStore) Save(ctx context.Context, key string, rec Record) error {
+	p, err := s.path(key)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch old, err := s.Load(ctx, key); {
+	case err == nil && old.Generation >= rec.Generation:
+		return ErrStale
+	case err != nil && !errors.Is(err, ErrNotFound):
+		// An unreadable record is replaced: the new one is what counts.
+	}
+	return writeFileSync(p, marshalRecord(rec))
+}
+
+// writeFileSync replaces p atomically and durably.
+func writeFileSync(p string, data []byte) error {
+	dir := filepath.Dir(p)
+	f, err := os.CreateTemp(dir, ".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // no-op after the rename
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// Lock implements Store: one process owns the directory, and the broker
+// already runs one refresh per credential at a time.
+func (s *FileStore) Lock(context.Context, string) (Lease, error) { return noLease{}, nil }
+
+// Close releases the directory lock.
+func (s *FileStore) Close() error { return s.lock.Close() }

@@ -1,0 +1,176 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/tokenbroker/tokenbroker/sources"
+)
+
+// Handout is an access token as handed to a caller.
+type Handout struct {
+	AccessToken sources.Secret
+	Expiry      time.Time
+}
+
+// UnavailableError says why a credential has no valid token to hand out.
+type UnavailableError struct {
+	Name    string
+	State   State
+	Cause   error     // the last refresh error, if any
+	RetryAt time.Time // next attempt, zero when none is planned
+}
+
+func (e *UnavailableError) Error() string {
+	msg := fmt.Sprintf("credential %q has no valid token", e.Name)
+	switch {
+	case e.Cause != nil:
+		msg += ": " + e.Cause.Error()
+	case e.State == StatePending:
+		msg += ": the first token request has not completed"
+	}
+	return msg
+}
+
+// Advice says what the caller or operator should do.
+func (e *UnavailableError) Advice() string {
+	switch {
+	case e.State == StateReauthorize || e.State == StateRejected:
+		return sources.Advice(e.Cause)
+	case !e.RetryAt.IsZero():
+		return "the broker retries at " + e.RetryAt.UTC().Format(time.RFC3339) + "; ask again later"
+	default:
+		return "ask again shortly"
+	}
+}
+
+func (e *UnavailableError) Unwrap() error { return e.Cause }
+
+// Token hands out name's current access token, which has at least
+// min(60 s, 10% of its lifetime) left. On the normal path it reads memory
+// only. Without a valid token it waits, at most Options.HandoutWait, for the
+// one refresh in flight (starting it if the credential is not failing), and
+// otherwise returns an *UnavailableError.
+func (b *Broker) Token(ctx context.Context, name string) (Handout, error) {
+	c := b.creds[name]
+	if c == nil {
+		return Handout{}, fmt.Errorf("%w %q", ErrUnknownCredential, name)
+	}
+	if h, ok := c.handout(time.Now()); ok {
+		return h, nil
+	}
+	if done := b.kick(c); done != nil {
+		t := time.NewTimer(b.opts.HandoutWait)
+		defer t.Stop()
+		select {
+		case <-done:
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		if h, ok := c.handout(time.Now()); ok {
+			return h, nil
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return Handout{}, &UnavailableError{Name: name, State: c.state, Cause: c.lastErr, RetryAt: c.nextRefresh}
+}
+
+func (c *cred) handout(now time.Time) (Handout, bool) {
+	t := c.cur.Load()
+	if t == nil || !t.Valid(now, minTTL(t)) {
+		return Handout{}, false
+	}
+	return Handout{AccessToken: t.AccessToken, Expiry: t.Expiry}, true
+}
+
+// kick returns the channel of the refresh a handout may wait for: the one in
+// flight, or a new one unless the credential is failing (a flood of callers
+// must not hammer a provider that is in backoff or refusing us).
+func (b *Broker) kick(c *cred) <-chan struct{} {
+	c.mu.Lock()
+	inflight, state, retryAt := c.inflight, c.state, c.nextRefresh
+	c.mu.Unlock()
+	switch {
+	case inflight != nil:
+		return inflight
+	case b.ctx == nil || b.ctx.Err() != nil:
+		return nil
+	case state == StateReauthorize || state == StateRejected:
+		return nil
+	case state == StateRetrying && time.Now().Before(retryAt):
+		return nil
+	}
+	return b.startRefresh(c)
+}
+
+// Refresh forces one refresh of name now and waits for it.
+func (b *Broker) Refresh(ctx context.Context, name string) error {
+	c := b.creds[name]
+	if c == nil {
+		return fmt.Errorf("%w %q", ErrUnknownCredential, name)
+	}
+	if b.ctx == nil {
+		return errors.New("broker is not running")
+	}
+	c.mu.Lock()
+	if c.state == StateReauthorize || c.state == StateRejected {
+		c.state = StateRetrying // the operator asks for another try
+	}
+	c.mu.Unlock()
+	select {
+	case <-b.startRefresh(c):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.lastErr != nil {
+		return fmt.Errorf("refresh %q: %w", name, c.lastErr)
+	}
+	return nil
+}
+
+// Status is a credential's condition, without any secret.
+type Status struct {
+	Name        string    `json:"name"`
+	Provider    string    `json:"provider"`
+	Grant       string    `json:"grant"`
+	State       State     `json:"state"`
+	ExpiresAt   time.Time `json:"expires_at,omitzero"`
+	LastRefresh time.Time `json:"last_refresh,omitzero"`
+	NextRefresh time.Time `json:"next_refresh,omitzero"`
+	Failures    int       `json:"failures,omitempty"`
+	LastError   string    `json:"last_error,omitempty"`
+	Action      string    `json:"action,omitempty"` // what an operator should do
+	Generation  uint64    `json:"generation"`
+}
+
+// Names lists the credentials, sorted.
+func (b *Broker) Names() []string { return b.names }
+
+// Status reports every credential's condition, sorted by name.
+func (b *Broker) Status() []Status {
+	out := make([]Status, 0, len(b.names))
+	for _, name := range b.names {
+		out = append(out, b.creds[name].status())
+	}
+	return out
+}
+
+func (c *cred) status() Status {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := Status{
+		Name: c.Name, Provider: c.Provider, Grant: string(c.Source.Grant()), State: c.state,
+		ExpiresAt: c.tok.Expiry, LastRefresh: c.lastRefresh, NextRefresh: c.nextRefresh,
+		Failures: c.failures, Generation: c.gen,
+	}
+	if c.lastErr != nil {
+		s.LastError = c.lastErr.Error()
+		s.Action = sources.Advice(c.lastErr)
+	}
+	return s
+}

@@ -1,0 +1,223 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/tokenbroker/tokenbroker/sources"
+)
+
+// startRefresh starts c's refresh unless one is in flight, and returns the
+// channel closed when it ends. It never blocks.
+func (b *Broker) startRefresh(c *cred) <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.inflight != nil {
+		return c.inflight
+	}
+	done := make(chan struct{})
+	c.inflight = done
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		b.runRefresh(b.ctx, c)
+		c.mu.Lock()
+		c.inflight = nil
+		c.mu.Unlock()
+		close(done)
+	}()
+	return done
+}
+
+// runRefresh refreshes c once under the provider's concurrency cap, records
+// the outcome and schedules the next attempt.
+func (b *Broker) runRefresh(ctx context.Context, c *cred) {
+	sem := b.sems[c.Provider]
+	select {
+	case sem <- struct{}{}:
+	case <-ctx.Done():
+		return
+	}
+	start := time.Now()
+	err := b.refresh(ctx, c)
+	<-sem
+	if ctx.Err() != nil {
+		return // shutting down: nothing to schedule
+	}
+	now := time.Now()
+	var next time.Time
+	c.mu.Lock()
+	c.lastErr = err
+	switch {
+	case err == nil:
+		c.failures = 0
+		c.state = StateOK
+		next = b.refreshPoint(&c.tok, now)
+	case errors.Is(err, ErrLockHeld):
+		// A peer is refreshing: not a failure, look again shortly.
+		next = now.Add(b.opts.PeerWait)
+	case errors.Is(err, sources.ErrReauthorize):
+		c.state = StateReauthorize
+	case errors.Is(err, sources.ErrRejected):
+		c.state = StateRejected
+	default:
+		c.failures++
+		if c.state != StateOK || !c.tok.Valid(now, 0) {
+			c.state = StateRetrying
+		}
+		next = now.Add(b.backoff(c.failures, err))
+	}
+	c.nextRefresh = next
+	state, failures, exp := c.state, c.failures, c.tok.Expiry
+	c.mu.Unlock()
+	b.sched.schedule(c, next)
+
+	switch {
+	case err == nil:
+		b.log.Info("token refreshed", "credential", c.Name, "duration", now.Sub(start).Round(time.Millisecond),
+			"expires_at", exp.UTC().Format(time.RFC3339), "next_refresh", next.UTC().Format(time.RFC3339))
+	case next.IsZero():
+		b.log.Error("refresh refused; not retrying", "credential", c.Name, "state", state, "err", err,
+			"action", sources.Advice(err))
+	default:
+		b.log.Warn("refresh failed; will retry", "credential", c.Name, "failures", failures, "err", err,
+			"retry_at", next.UTC().Format(time.RFC3339))
+	}
+}
+
+// refresh obtains a new token for c from its source, under the store's lock,
+// and writes it durably before anyone is handed the new access token.
+func (b *Broker) refresh(ctx context.Context, c *cred) error {
+	lease, err := b.opts.Store.Lock(ctx, c.key)
+	if errors.Is(err, ErrLockHeld) {
+		return b.awaitPeer(ctx, c)
+	}
+	if err != nil {
+		return fmt.Errorf("taking the refresh lock: %w", err)
+	}
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		_ = lease.Release(rctx)
+	}()
+
+	// Someone may have refreshed while we waited for the lock.
+	if fresh, err := b.adoptStored(ctx, c); err != nil || fresh {
+		return err
+	}
+
+	c.mu.Lock()
+	prev, gen, unsaved := c.tok, c.gen, c.unsaved
+	c.mu.Unlock()
+	if unsaved {
+		// A token we hold was never written: write it before spending its
+		// refresh token, so a crash now cannot lose it.
+		if err := b.save(ctx, c, Record{Generation: gen, Token: prev, Seed: c.seed, UpdatedAt: time.Now()}); err != nil {
+			return err
+		}
+	}
+
+	rctx, cancel := context.WithTimeout(ctx, b.opts.RequestTimeout)
+	tok, err := c.Source.Token(rctx, prev)
+	cancel()
+	if err != nil {
+		return err
+	}
+	rec := Record{Generation: gen + 1, Token: tok, Seed: c.seed, UpdatedAt: time.Now()}
+	c.mu.Lock()
+	// Held in memory at once, so this process cannot lose a rotated refresh
+	// token; handed out only once it is durable.
+	c.hold(rec)
+	c.unsaved = true
+	c.mu.Unlock()
+	return b.save(ctx, c, rec)
+}
+
+// save writes rec and clears c.unsaved. When a newer record is stored, that
+// record wins and is adopted.
+func (b *Broker) save(ctx context.Context, c *cred, rec Record) error {
+	err := b.opts.Store.Save(ctx, c.key, rec)
+	if errors.Is(err, ErrStale) {
+		b.log.Warn("a newer token was stored meanwhile; keeping the newer one", "credential", c.Name)
+		c.mu.Lock()
+		c.unsaved = false
+		c.mu.Unlock()
+		_, err = b.adoptStored(ctx, c)
+		return err
+	}
+	if err != nil {
+		return fmt.Errorf("saving the new token: %w (it is kept in memory and saved on the next attempt)", err)
+	}
+	c.mu.Lock()
+	if c.gen == rec.Generation {
+		c.unsaved = false
+		c.publish()
+	}
+	c.mu.Unlock()
+	return nil
+}
+
+// adoptStored takes the stored record when it is newer than what c holds,
+// and reports whether c's token is then fresh enough to skip a refresh.
+func (b *Broker) adoptStored(ctx context.Context, c *cred) (fresh bool, err error) {
+	rec, err := b.opts.Store.Load(ctx, c.key)
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("reading the stored token: %w", err)
+	}
+	now := time.Now()
+	c.mu.Lock()
+	if rec.Generation > c.gen && (c.seed == "" || rec.Seed == c.seed) {
+		c.install(rec)
+		c.unsaved = false
+	}
+	fresh = now.Before(b.refreshPoint(&c.tok, now.Add(-minInterval)))
+	c.mu.Unlock()
+	return fresh, nil
+}
+
+// awaitPeer waits for the broker holding the lock to publish its result,
+// then adopts it. It never calls the provider.
+func (b *Broker) awaitPeer(ctx context.Context, c *cred) error {
+	c.mu.Lock()
+	changed := c.changed
+	c.mu.Unlock()
+	t := time.NewTimer(b.opts.PeerWait)
+	defer t.Stop()
+	select {
+	case <-changed:
+	case <-t.C:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	fresh, err := b.adoptStored(ctx, c)
+	if err != nil {
+		return err
+	}
+	if !fresh {
+		return ErrLockHeld
+	}
+	return nil
+}
+
+// peerChanged is called by a Watcher store when another broker wrote key.
+func (b *Broker) peerChanged(key string) {
+	c := b.byKey[key]
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	close(c.changed)
+	c.changed = make(chan struct{})
+	c.mu.Unlock()
+	if _, err := b.adoptStored(b.ctx, c); err == nil {
+		c.mu.Lock()
+		next := b.refreshPoint(&c.tok, time.Now())
+		c.mu.Unlock()
+		b.sched.schedule(c, next)
+	}
+}
