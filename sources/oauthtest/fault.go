@@ -80,7 +80,7 @@ func (p *Provider) applyFault(w http.ResponseWriter, r *http.Request, f *Fault, 
 		t.Stop()
 		p.sleeping.Add(-1)
 		if r.Context().Err() != nil {
-			return
+			panic(http.ErrAbortHandler) // drop the connection: nothing is sent
 		}
 	}
 	var rep reply

@@ -247,14 +247,14 @@ func (p *Provider) IssueRefreshToken(clientID string) string {
 }
 
 // IssueCode returns a one-time authorization code for the client as if the
-// user had just approved scopes at the authorization endpoint. When
-// redirectURI is not "", the token request must repeat it. It panics on an
-// unknown client.
+// user had just approved scopes (nil: the client's; Firework: openid) at the
+// authorization endpoint. When redirectURI is not "", the token request must
+// repeat it. It panics on an unknown client.
 func (p *Provider) IssueCode(clientID, redirectURI string, scopes []string) string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	c := p.mustClient("IssueCode", clientID)
-	if specs[c.Dialect].fixedScope != "" {
+	if scopes == nil || specs[c.Dialect].fixedScope != "" {
 		scopes = userScopes(c)
 	}
 	return p.newCode(&code{client: c.ID, redirectURI: redirectURI, scopes: slices.Clone(scopes)})

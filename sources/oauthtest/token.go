@@ -218,7 +218,7 @@ func (sp *spec) read(r *http.Request, body []byte) (url.Values, *oauthError) {
 		if err != nil {
 			return nil, err
 		}
-		if g := b.Get("grant_type"); g != grantClientCredentials && g != "" {
+		if g := b.Get("grant_type"); g == grantAuthorizationCode || g == grantRefreshToken {
 			return nil, fail("invalid_request", "%s parameters belong in the query string", g)
 		}
 		if len(q) > 0 {
