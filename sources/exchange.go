@@ -106,6 +106,12 @@ func (e *Endpoint) request(ctx context.Context, g Grant, params url.Values) (*ht
 	if body != nil {
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	}
+	if req.Method == http.MethodGet {
+		// net/http silently resends an idempotent request that fails on a
+		// reused connection; for a GET token endpoint that would replay a
+		// rotating refresh token. A fresh connection is never retried.
+		req.Close = true
+	}
 	req.Header.Set("Accept", "application/json")
 	for k, val := range d.Headers {
 		req.Header.Set(k, val)
