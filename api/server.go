@@ -1,0 +1,230 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path"
+	"time"
+
+	"github.com/tokenbroker/tokenbroker/broker"
+)
+
+// Broker is what the server needs from the engine. *broker.Broker
+// implements it.
+type Broker interface {
+	// Token hands out name's access token, or returns an error wrapping
+	// broker.ErrUnknownCredential or a *broker.UnavailableError.
+	Token(ctx context.Context, name string) (broker.Handout, error)
+	// Status reports every credential's condition, without secrets.
+	Status() []broker.Status
+	// Refresh refreshes name now and waits for the outcome.
+	Refresh(ctx context.Context, name string) error
+}
+
+// Options configure the socket and the server; zero values take defaults.
+type Options struct {
+	// Path is the socket's path; "" means client.DefaultSocket().
+	Path string
+	// Mode is the socket file's permission bits; 0 means 0660 (the broker's
+	// user and group may connect).
+	Mode os.FileMode
+	// Logger receives errors, panics and, at Debug, one line per request.
+	Logger *slog.Logger // default slog.Default()
+	// Version is reported by /healthz when set.
+	Version string
+}
+
+// DefaultMode is the socket's mode when Options.Mode is 0.
+const DefaultMode os.FileMode = 0o660
+
+// Server timeouts. A handout can wait several seconds for a refresh in
+// flight, so writes get far more time than that.
+const (
+	ReadHeaderTimeout = 5 * time.Second
+	ReadTimeout       = 10 * time.Second
+	WriteTimeout      = 30 * time.Second
+	IdleTimeout       = 120 * time.Second
+	MaxHeaderBytes    = 16 << 10
+)
+
+// Server answers the broker's HTTP API.
+type Server struct {
+	b       Broker
+	log     *slog.Logger
+	version string
+	handler http.Handler
+	srv     *http.Server
+}
+
+// NewServer returns a server handing out b's tokens. It ignores opts.Path
+// and opts.Mode, which are Listen's.
+func NewServer(b Broker, opts Options) *Server {
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Server{b: b, log: log, version: opts.Version}
+	s.handler = chain(s.routes(), logAccess(log), recoverPanics(log))
+	s.srv = &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: ReadHeaderTimeout,
+		ReadTimeout:       ReadTimeout,
+		WriteTimeout:      WriteTimeout,
+		IdleTimeout:       IdleTimeout,
+		MaxHeaderBytes:    MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	return s
+}
+
+// Handler returns the API with its middleware, for tests and for serving
+// it elsewhere.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Serve answers requests on l until Shutdown. It returns nil after
+// Shutdown, and otherwise the error that stopped it. It closes l, which
+// removes a socket made by Listen.
+func (s *Server) Serve(l net.Listener) error {
+	err := s.srv.Serve(l)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting connections, removes the socket file (a Listen
+// listener removes it when closed), waits for requests in flight to finish
+// and closes idle connections. When ctx ends first it returns ctx's error
+// and the remaining connections are closed.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.srv.Shutdown(ctx)
+	if err != nil {
+		_ = s.srv.Close()
+	}
+	return err
+}
+
+// endpoints lists the API for not_found answers.
+var endpoints = []string{
+	"GET /v1/tokens/{name}",
+	"POST /v1/tokens/{name}/refresh",
+	"GET /v1/credentials",
+	"GET /healthz",
+}
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/tokens/{name}", s.token)
+	mux.HandleFunc("POST /v1/tokens/{name}/refresh", s.refresh)
+	mux.HandleFunc("GET /v1/credentials", s.credentials)
+	mux.HandleFunc("GET /healthz", s.healthz)
+	// The same paths without a method: every other method gets a JSON 405
+	// rather than ServeMux's plain-text one.
+	mux.Handle("/v1/tokens/{name}", methodNotAllowed("GET, HEAD"))
+	mux.Handle("/v1/tokens/{name}/refresh", methodNotAllowed("POST"))
+	mux.Handle("/v1/credentials", methodNotAllowed("GET, HEAD"))
+	mux.Handle("/healthz", methodNotAllowed("GET, HEAD"))
+	mux.HandleFunc("/", notFound)
+	return cleanPathsOnly(mux)
+}
+
+// cleanPathsOnly answers paths that ServeMux would redirect to a cleaned
+// form (dot segments, doubled slashes) itself: a token client does not
+// follow redirects, and "/v1/tokens/../x" is a bad name, not a move.
+func cleanPathsOnly(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := r.URL.EscapedPath(); cleanPath(p) != p {
+			notFound(w, r)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// cleanPath is ServeMux's canonical form of p.
+func cleanPath(p string) string {
+	if p == "" {
+		return "/"
+	}
+	if p[0] != '/' {
+		p = "/" + p
+	}
+	np := path.Clean(p)
+	if p[len(p)-1] == '/' && np != "/" {
+		if len(p) == len(np)+1 && p[:len(np)] == np {
+			return p
+		}
+		return np + "/"
+	}
+	return np
+}
+
+// token answers GET /v1/tokens/{name}: the hot path.
+func (s *Server) token(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if !validName(name) {
+		invalidName(w, name)
+		return
+	}
+	h, err := s.b.Token(r.Context(), name)
+	if err != nil {
+		s.brokerError(w, name, err, false)
+		return
+	}
+	writeHandout(w, h, time.Now())
+}
+
+// refresh answers POST /v1/tokens/{name}/refresh.
+func (s *Server) refresh(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if !validName(name) {
+		invalidName(w, name)
+		return
+	}
+	if err := s.b.Refresh(r.Context(), name); err != nil {
+		s.brokerError(w, name, err, true)
+		return
+	}
+	w.Header()["Cache-Control"] = noStore
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// credentials answers GET /v1/credentials.
+func (s *Server) credentials(w http.ResponseWriter, _ *http.Request) {
+	st := s.b.Status()
+	if st == nil {
+		st = []broker.Status{}
+	}
+	// broker.Status holds no secret; encoding/json is fine off the hot path.
+	body, err := json.Marshal(struct {
+		Credentials []broker.Status `json:"credentials"`
+	}{st})
+	if err != nil {
+		s.log.Error("cannot encode the credentials' status", "err", err)
+		writeError(w, http.StatusInternalServerError, "internal_error", "the broker could not encode the credentials' status; see its log")
+		return
+	}
+	hdr := w.Header()
+	hdr["Content-Type"] = jsonContentType
+	hdr["Cache-Control"] = noStore
+	_, _ = w.Write(append(body, '\n'))
+}
+
+// healthz answers GET /healthz.
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	b := []byte(`{"status":"ok"`)
+	if s.version != "" {
+		b = append(b, `,"version":`...)
+		b = appendJSONString(b, s.version)
+	}
+	b = append(b, "}\n"...)
+	hdr := w.Header()
+	hdr["Content-Type"] = jsonContentType
+	hdr["Cache-Control"] = noStore
+	_, _ = w.Write(b)
+}
