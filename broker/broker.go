@@ -129,6 +129,7 @@ type cred struct {
 	gen         uint64
 	tok         sources.Token // with the refresh token
 	unsaved     bool          // tok could not be written yet
+	force       bool          // the next refresh calls the provider even if a fresh token is stored
 	inflight    chan struct{} // closed when the running refresh ends
 	changed     chan struct{} // closed when a peer reports a change
 	state       State

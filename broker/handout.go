@@ -119,6 +119,7 @@ func (b *Broker) Refresh(ctx context.Context, name string) error {
 	if c.state == StateReauthorize || c.state == StateRejected {
 		c.state = StateRetrying // the operator asks for another try
 	}
+	c.force = true
 	c.mu.Unlock()
 	select {
 	case <-b.startRefresh(c):

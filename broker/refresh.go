@@ -104,13 +104,15 @@ func (b *Broker) refresh(ctx context.Context, c *cred) error {
 	}()
 
 	// Someone may have refreshed while we waited for the lock.
-	if fresh, err := b.adoptStored(ctx, c); err != nil || fresh {
-		return err
-	}
-
+	fresh, err := b.adoptStored(ctx, c)
 	c.mu.Lock()
+	force := c.force
+	c.force = false
 	prev, gen, unsaved := c.tok, c.gen, c.unsaved
 	c.mu.Unlock()
+	if err != nil || (fresh && !force) {
+		return err
+	}
 	if unsaved {
 		// A token we hold was never written: write it before spending its
 		// refresh token, so a crash now cannot lose it.

@@ -1,0 +1,105 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/tokenbroker/tokenbroker/api/client"
+)
+
+// cliTimeout bounds a CLI request; a handout may wait for a refresh.
+const cliTimeout = 15 * time.Second
+
+func cliClient() *client.Client { return client.New(client.DefaultSocket()) }
+
+// fail prints err once prefixed: client errors already start with "tokenbroker".
+func fail(stderr io.Writer, err error) int {
+	msg := err.Error()
+	if !strings.HasPrefix(msg, "tokenbroker") {
+		msg = "tokenbroker: " + msg
+	}
+	fmt.Fprintln(stderr, msg)
+	return exitFail
+}
+
+// tokenCmd prints NAME's access token and a newline, for
+// Authorization: Bearer $(tokenbroker token NAME).
+func tokenCmd(args []string, stdout, stderr io.Writer) int {
+	if len(args) != 1 {
+		fmt.Fprintln(stderr, "usage: tokenbroker token NAME")
+		return exitConfig
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
+	defer cancel()
+	c := cliClient()
+	defer c.Close()
+	t, err := c.Token(ctx, args[0])
+	if err != nil {
+		return fail(stderr, err)
+	}
+	fmt.Fprintln(stdout, t.AccessToken)
+	return exitOK
+}
+
+func refreshCmd(args []string, stdout, stderr io.Writer) int {
+	if len(args) != 1 {
+		fmt.Fprintln(stderr, "usage: tokenbroker refresh NAME")
+		return exitConfig
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
+	defer cancel()
+	c := cliClient()
+	defer c.Close()
+	if err := c.Refresh(ctx, args[0]); err != nil {
+		return fail(stderr, err)
+	}
+	fmt.Fprintf(stdout, "%s refreshed\n", args[0])
+	return exitOK
+}
+
+func statusCmd(args []string, stdout, stderr io.Writer) int {
+	asJSON := len(args) == 1 && args[0] == "--json"
+	if len(args) > 1 || (len(args) == 1 && !asJSON) {
+		fmt.Fprintln(stderr, "usage: tokenbroker status [--json]")
+		return exitConfig
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
+	defer cancel()
+	c := cliClient()
+	defer c.Close()
+	creds, err := c.Credentials(ctx)
+	if err != nil {
+		return fail(stderr, err)
+	}
+	if asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(map[string]any{"credentials": creds})
+		return exitOK
+	}
+	now := time.Now()
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tPROVIDER\tGRANT\tSTATE\tEXPIRES IN\tNEXT REFRESH\tLAST ERROR")
+	for _, s := range creds {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Provider, s.Grant, s.State,
+			until(now, s.ExpiresAt), until(now, s.NextRefresh), s.LastError)
+	}
+	_ = tw.Flush()
+	return exitOK
+}
+
+func until(now, t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	d := t.Sub(now).Round(time.Second)
+	if d < 0 {
+		return "expired"
+	}
+	return d.String()
+}

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/tokenbroker/tokenbroker/sources/oauthtest"
+)
+
+// demoLifetime is short so that a newcomer sees proactive refreshes within
+// a minute.
+const demoLifetime = 30 * time.Second
+
+// demoCmd runs the daemon against an embedded local provider that speaks
+// every dialect, configured through the same environment variables an
+// operator would set.
+func demoCmd(stdout, stderr io.Writer) int {
+	p, err := oauthtest.Start(oauthtest.Options{AccessLifetime: demoLifetime, Rotate: true})
+	if err != nil {
+		fmt.Fprintln(stderr, "tokenbroker demo: starting the local provider:", err)
+		return exitFail
+	}
+	defer p.Close()
+	dir, err := os.MkdirTemp("", "tokenbroker-demo-")
+	if err != nil {
+		fmt.Fprintln(stderr, "tokenbroker demo:", err)
+		return exitFail
+	}
+	defer os.RemoveAll(dir)
+
+	environ := demoEnviron(p, dir)
+	cfg, err := loadConfig(environ)
+	if err != nil {
+		printConfigErrors(stderr, err)
+		return exitFail
+	}
+	cfg.LogFormat = "text"
+	log := newLogger(cfg, stderr)
+
+	ctx, stop := signalContext(stderr)
+	defer stop()
+	sock := cfg.Socket
+	ready := func() {
+		fmt.Fprintf(stdout, `
+tokenbroker demo: a local provider speaking every dialect issues %s tokens;
+the broker refreshes each one before 85%% of its life has passed.
+
+Try, in another terminal:
+  curl -s -H 'X-Tokenbroker: 1' --unix-socket %s http://tokenbroker/v1/tokens/firework
+  curl -s -H 'X-Tokenbroker: 1' --unix-socket %s http://tokenbroker/v1/credentials
+  TOKENBROKER_SOCKET=%s go run ./cmd/tokenbroker status
+
+Credentials: %s. Stop with Ctrl-C.
+
+`, demoLifetime, sock, sock, sock, strings.Join(credNames(cfg), ", "))
+	}
+	if err := serve(ctx, cfg, log, ready); err != nil {
+		log.Error("demo stopped", "err", err)
+		return exitFail
+	}
+	return exitOK
+}
+
+func credNames(cfg Config) []string {
+	var names []string
+	for _, c := range cfg.Credentials {
+		names = append(names, c.Name)
+	}
+	return names
+}
+
+// demoEnviron registers one client per dialect at p and returns the
+// environment that configures the broker for them.
+func demoEnviron(p *oauthtest.Provider, dir string) []string {
+	env := []string{
+		"TOKENBROKER_SOCKET=" + filepath.Join(dir, "tokenbroker.sock"),
+		"TOKENBROKER_STATE_DIR=" + filepath.Join(dir, "state"),
+		"TOKENBROKER_CREDENTIALS=firework, firework-user, livepush, ingest, vsrs",
+	}
+	add := func(name string, kv ...string) {
+		up := "TOKENBROKER_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_")) + "_"
+		for i := 0; i < len(kv); i += 2 {
+			env = append(env, up+kv[i]+"="+kv[i+1])
+		}
+	}
+	const redirect = "http://127.0.0.1/callback"
+	reg := func(id string, d oauthtest.Dialect, scopes ...string) string {
+		p.AddClient(oauthtest.Client{ID: id, Secret: "demo-secret-" + id, Scopes: scopes, RedirectURI: redirect, Dialect: d})
+		return "demo-secret-" + id
+	}
+
+	add("firework", "PROVIDER", "firework", "GRANT", "client_credentials", "TOKEN_URL", p.TokenURL(oauthtest.Firework),
+		"CLIENT_ID", "fw-app", "CLIENT_SECRET", reg("fw-app", oauthtest.Firework, "videos:write", "livestreams:read"),
+		"SCOPES", "videos:write livestreams:read")
+	reg("fw-user", oauthtest.Firework)
+	add("firework-user", "PROVIDER", "firework", "GRANT", "refresh_token", "TOKEN_URL", p.TokenURL(oauthtest.Firework),
+		"CLIENT_ID", "fw-user", "REDIRECT_URI", redirect, "REFRESH_TOKEN", p.IssueRefreshToken("fw-user"))
+	add("livepush", "PROVIDER", "livepush", "GRANT", "refresh_token", "TOKEN_URL", p.TokenURL(oauthtest.Livepush),
+		"CLIENT_ID", "lp", "CLIENT_SECRET", reg("lp", oauthtest.Livepush, "streams.read"), "REFRESH_TOKEN", p.IssueRefreshToken("lp"))
+	add("ingest", "PROVIDER", "ingest", "GRANT", "client_credentials", "TOKEN_URL", p.TokenURL(oauthtest.Ingest),
+		"CLIENT_ID", "ing", "CLIENT_SECRET", reg("ing", oauthtest.Ingest, "read_videos", "write_videos"), "SCOPES", "read_videos,write_videos")
+	p.AddUser("demo", "demo-password")
+	add("vsrs", "PROVIDER", "vsrs", "GRANT", "password", "TOKEN_URL", p.TokenURL(oauthtest.VSRS),
+		"CLIENT_ID", "vs", "CLIENT_SECRET", reg("vs", oauthtest.VSRS), "USERNAME", "demo", "PASSWORD", "demo-password")
+	return env
+}

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+
+	"github.com/tokenbroker/tokenbroker/api"
+	"github.com/tokenbroker/tokenbroker/broker"
+)
+
+func serveCmd(environ []string, stderr io.Writer) int {
+	cfg, err := loadConfig(environ)
+	for _, w := range cfg.Warnings {
+		fmt.Fprintln(stderr, "tokenbroker: warning:", w)
+	}
+	if err != nil {
+		printConfigErrors(stderr, err)
+		return exitConfig
+	}
+	log := newLogger(cfg, stderr)
+	ctx, stop := signalContext(stderr)
+	defer stop()
+	if err := serve(ctx, cfg, log, nil); err != nil {
+		log.Error("tokenbroker stopped", "err", err)
+		return exitFail
+	}
+	return exitOK
+}
+
+// serve runs the daemon until ctx ends. ready, when not nil, is called once
+// the socket accepts handouts.
+func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func()) error {
+	store, err := broker.OpenFileStore(cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+
+	hc := &http.Client{Timeout: cfg.RequestTimeout}
+	creds := make([]broker.Credential, 0, len(cfg.Credentials))
+	for _, cc := range cfg.Credentials {
+		c, err := cc.credential(hc)
+		if err != nil {
+			return fmt.Errorf("credential %q: %w", cc.Name, err)
+		}
+		creds = append(creds, c)
+	}
+	b, err := broker.New(broker.Options{
+		Store:               store,
+		Logger:              log,
+		RefreshAt:           cfg.RefreshAt,
+		HandoutWait:         cfg.HandoutWait,
+		RequestTimeout:      cfg.RequestTimeout,
+		BackoffMax:          cfg.BackoffMax,
+		ProviderConcurrency: cfg.ProviderConcurrency,
+	}, creds)
+	if err != nil {
+		return err
+	}
+	if err := b.Start(ctx); err != nil {
+		return err
+	}
+	defer b.Close()
+
+	apiOpts := api.Options{Path: cfg.Socket, Logger: log, Version: version}
+	ln, err := api.Listen(apiOpts)
+	if err != nil {
+		return err
+	}
+	srv := api.NewServer(b, apiOpts)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	log.Info("tokenbroker serving", "socket", cfg.Socket, "state_dir", cfg.StateDir,
+		"credentials", len(creds), "version", version)
+	if ready != nil {
+		ready()
+	}
+
+	select {
+	case err := <-served:
+		return fmt.Errorf("serving %s: %w", cfg.Socket, err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: finishing handouts in flight")
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("handouts still in flight at the shutdown deadline", "err", err)
+	}
+	if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	log.Info("tokenbroker stopped")
+	return nil
+}
