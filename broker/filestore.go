@@ -74,7 +74,7 @@ func (s *FileStore) Load(_ context.Context, key string) (Record, error) {
 	}
 	r, err := unmarshalRecord(b)
 	if err != nil {
-		return Record{}, fmt.Errorf("%s: %w (move it aside to start this credential afresh)", p, err)
+		return Record{}, fmt.Errorf("%s: %w", p, err)
 	}
 	return r, nil
 }

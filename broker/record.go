@@ -43,10 +43,10 @@ func unmarshalRecord(b []byte) (Record, error) {
 	var w recordV1
 	if err := json.Unmarshal(b, &w); err != nil {
 		// The JSON error may quote the input, which holds tokens.
-		return Record{}, fmt.Errorf("record is not valid JSON")
+		return Record{}, fmt.Errorf("%w: not valid JSON", ErrCorrupt)
 	}
 	if w.V != 1 {
-		return Record{}, fmt.Errorf("record version %d is not supported (this broker reads version 1)", w.V)
+		return Record{}, fmt.Errorf("%w: version %d is not supported (this broker reads version 1)", ErrCorrupt, w.V)
 	}
 	return Record{
 		Generation: w.Generation,

@@ -168,6 +168,10 @@ func (b *Broker) adoptStored(ctx context.Context, c *cred) (fresh bool, err erro
 	if errors.Is(err, ErrNotFound) {
 		return false, nil
 	}
+	if errors.Is(err, ErrCorrupt) {
+		b.log.Warn("the stored token is unreadable; the next refresh replaces it", "credential", c.Name, "err", err)
+		return false, nil
+	}
 	if err != nil {
 		return false, fmt.Errorf("reading the stored token: %w", err)
 	}

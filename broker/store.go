@@ -15,6 +15,8 @@ var (
 	// ErrStale: the store already holds this generation or a newer one; the
 	// write was refused (the fence).
 	ErrStale = errors.New("stored record is newer")
+	// ErrCorrupt: the stored record cannot be read; the next write replaces it.
+	ErrCorrupt = errors.New("stored record is unreadable")
 	// ErrLockHeld: another holder refreshes this credential now.
 	ErrLockHeld = errors.New("refresh lock held by another broker")
 )

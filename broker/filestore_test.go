@@ -1,0 +1,109 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tokenbroker/tokenbroker/sources"
+)
+
+func TestFileStoreFenceAndDurability(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	defer s.Close()
+	ctx := context.Background()
+	rec := Record{Generation: 2, Token: sources.Token{AccessToken: sources.NewSecret("at"), RefreshToken: sources.NewSecret("rt"), Expiry: time.Now().Add(time.Hour).Round(0)}, Seed: "seed"}
+	if err := s.Save(ctx, "cred.abc", rec); err != nil {
+		t.Fatal(err)
+	}
+	for _, gen := range []uint64{1, 2} {
+		stale := rec
+		stale.Generation = gen
+		stale.Token.RefreshToken = sources.NewSecret("stale")
+		if err := s.Save(ctx, "cred.abc", stale); !errors.Is(err, ErrStale) {
+			t.Errorf("Save generation %d over 2: %v; want ErrStale", gen, err)
+		}
+	}
+	got, err := s.Load(ctx, "cred.abc")
+	if err != nil || got.Token.RefreshToken.Reveal() != "rt" || got.Generation != 2 || got.Seed != "seed" {
+		t.Fatalf("Load = %+v, %v; want the generation-2 record", got, err)
+	}
+	fi, err := os.Stat(filepath.Join(dir, "cred.abc.json"))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("record file mode = %v, %v; want 0600", fi.Mode(), err)
+	}
+	if leftovers, _ := filepath.Glob(filepath.Join(dir, ".tmp-*")); len(leftovers) != 0 {
+		t.Errorf("temporary files left behind: %v", leftovers)
+	}
+	if _, err := s.Load(ctx, "other"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Load(missing) = %v; want ErrNotFound", err)
+	}
+	for _, bad := range []string{"", "../x", "a/b", ".lock"} {
+		if _, err := s.Load(ctx, bad); err == nil || errors.Is(err, ErrNotFound) {
+			t.Errorf("Load(%q) = %v; want an invalid key error", bad, err)
+		}
+	}
+}
+
+func TestFileStoreRefusesSharedOrWritableDir(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	_, err := OpenFileStore(dir)
+	if err == nil || !strings.Contains(err.Error(), "in use by another broker") {
+		t.Errorf("second OpenFileStore = %v; want 'in use by another broker'", err)
+	}
+	s.Close()
+	open := t.TempDir()
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenFileStore(open); err == nil || !strings.Contains(err.Error(), "chmod 700") {
+		t.Errorf("OpenFileStore(world-writable) = %v; want a refusal saying chmod 700", err)
+	}
+}
+
+// A corrupt record is reported (naming the file, not its content) and the
+// credential starts afresh from its configuration; the next write replaces it.
+func TestCorruptRecordIsReportedAndReplaced(t *testing.T) {
+	dir := t.TempDir()
+	p := newFakeProvider(time.Hour, false)
+	c := Credential{Name: "cc", Provider: "fake", Source: fakeSource{p, sources.ClientCredentials}, Fingerprint: "cc"}
+	key := storeKey(c)
+	if err := os.WriteFile(filepath.Join(dir, key+".json"), []byte(`{"v":1,"access_token":"LEAKED-IF-PRINTED`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := openStore(t, dir)
+	defer s.Close()
+	_, err := s.Load(context.Background(), key)
+	if err == nil || strings.Contains(err.Error(), "LEAKED") || !strings.Contains(err.Error(), key) {
+		t.Errorf("Load(corrupt) = %v; want an error naming the file and not its content", err)
+	}
+	b := start(t, s, c)
+	defer b.Close()
+	mustToken(t, b, "cc")
+	if _, err := s.Load(context.Background(), key); err != nil {
+		t.Errorf("after a refresh the corrupt record is still unreadable: %v", err)
+	}
+}
+
+// Refresh calls the provider even when the stored token is fresh.
+func TestForcedRefreshCallsProvider(t *testing.T) {
+	p := newFakeProvider(time.Hour, false)
+	b := start(t, openStore(t, t.TempDir()), Credential{Name: "cc", Provider: "fake", Source: fakeSource{p, sources.ClientCredentials}, Fingerprint: "cc"})
+	defer b.Close()
+	first := mustToken(t, b, "cc")
+	if err := b.Refresh(context.Background(), "cc"); err != nil {
+		t.Fatal(err)
+	}
+	if calls, _ := p.stats(); calls != 2 {
+		t.Errorf("provider calls = %d after a forced refresh; want 2", calls)
+	}
+	if h := mustToken(t, b, "cc"); h.AccessToken.Equal(first.AccessToken) {
+		t.Error("forced refresh did not replace the token")
+	}
+}
