@@ -21,11 +21,18 @@ func DefaultSocket() string {
 	if p := os.Getenv(SocketEnv); p != "" {
 		return p
 	}
-	uid := os.Geteuid()
+	return SocketFor(os.Geteuid(), os.Getenv)
+}
+
+// SocketFor is the default socket path of user uid when TOKENBROKER_SOCKET
+// is unset, reading XDG_RUNTIME_DIR through getenv. The broker and its
+// clients both use it, so they agree.
+func SocketFor(uid int, getenv func(string) string) string {
 	if uid == 0 {
 		return "/run/tokenbroker/" + socketName
 	}
-	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
+	// A relative XDG path is ignored, as the XDG spec says.
+	if d := getenv("XDG_RUNTIME_DIR"); filepath.IsAbs(d) {
 		return filepath.Join(d, "tokenbroker", socketName)
 	}
 	// Literally /tmp, not os.TempDir: a client with another $TMPDIR must

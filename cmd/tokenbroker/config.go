@@ -35,6 +35,7 @@ import (
 
 	"golang.org/x/oauth2"
 
+	"github.com/tokenbroker/tokenbroker/api/client"
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/sources"
 )
@@ -187,7 +188,7 @@ func loadConfig(environ []string) (Config, error) {
 		c.Socket = v
 		checkSocket(p, name, v, false)
 	} else {
-		c.Socket = defaultSocket(uid, getenv)
+		c.Socket = client.SocketFor(uid, getenv)
 		checkSocket(p, name, c.Socket, true)
 	}
 	if name, v, ok := g(varStateDir); ok {
@@ -276,19 +277,6 @@ func environMap(environ []string) map[string]string {
 		}
 	}
 	return m
-}
-
-// defaultSocket is the socket path when TOKENBROKER_SOCKET is unset: the
-// system path for root, the user's runtime directory otherwise, and a
-// per-user directory under /tmp when there is none.
-func defaultSocket(uid int, getenv func(string) string) string {
-	if uid == 0 {
-		return "/run/tokenbroker/tokenbroker.sock"
-	}
-	if d := getenv("XDG_RUNTIME_DIR"); filepath.IsAbs(d) {
-		return filepath.Join(d, "tokenbroker", "tokenbroker.sock")
-	}
-	return fmt.Sprintf("/tmp/tokenbroker-%d/tokenbroker.sock", uid)
 }
 
 // defaultStateDir is the state directory when TOKENBROKER_STATE_DIR is

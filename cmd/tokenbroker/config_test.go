@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/oauth2"
 
+	"github.com/tokenbroker/tokenbroker/api/client"
 	"github.com/tokenbroker/tokenbroker/sources"
 	"github.com/tokenbroker/tokenbroker/sources/oauthtest"
 )
@@ -120,8 +121,8 @@ func TestDefaultPaths(t *testing.T) {
 		{"nothing", 1000, nil, "/tmp/tokenbroker-1000/tokenbroker.sock", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := defaultSocket(tc.uid, env(tc.env...)); got != tc.socket {
-				t.Errorf("defaultSocket = %q, want %q", got, tc.socket)
+			if got := client.SocketFor(tc.uid, env(tc.env...)); got != tc.socket {
+				t.Errorf("SocketFor = %q, want %q", got, tc.socket)
 			}
 			got, ok := defaultStateDir(tc.uid, env(tc.env...))
 			if got != tc.state || ok != (tc.state != "") {
