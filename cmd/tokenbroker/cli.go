@@ -15,7 +15,17 @@ import (
 // cliTimeout bounds a CLI request; a handout may wait for a refresh.
 const cliTimeout = 15 * time.Second
 
-func cliClient() *client.Client { return client.New(client.DefaultSocket()) }
+// ask runs one request against the broker at the default socket.
+func ask(stderr io.Writer, do func(context.Context, *client.Client) error) int {
+	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
+	defer cancel()
+	c := client.New(client.DefaultSocket())
+	defer c.Close()
+	if err := do(ctx, c); err != nil {
+		return fail(stderr, err)
+	}
+	return exitOK
+}
 
 // fail prints err once prefixed: client errors already start with "tokenbroker".
 func fail(stderr io.Writer, err error) int {
@@ -34,16 +44,13 @@ func tokenCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "usage: tokenbroker token NAME")
 		return exitConfig
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
-	defer cancel()
-	c := cliClient()
-	defer c.Close()
-	t, err := c.Token(ctx, args[0])
-	if err != nil {
-		return fail(stderr, err)
-	}
-	fmt.Fprintln(stdout, t.AccessToken)
-	return exitOK
+	return ask(stderr, func(ctx context.Context, c *client.Client) error {
+		t, err := c.Token(ctx, args[0])
+		if err == nil {
+			fmt.Fprintln(stdout, t.AccessToken)
+		}
+		return err
+	})
 }
 
 func refreshCmd(args []string, stdout, stderr io.Writer) int {
@@ -51,15 +58,13 @@ func refreshCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "usage: tokenbroker refresh NAME")
 		return exitConfig
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
-	defer cancel()
-	c := cliClient()
-	defer c.Close()
-	if err := c.Refresh(ctx, args[0]); err != nil {
-		return fail(stderr, err)
-	}
-	fmt.Fprintf(stdout, "%s refreshed\n", args[0])
-	return exitOK
+	return ask(stderr, func(ctx context.Context, c *client.Client) error {
+		err := c.Refresh(ctx, args[0])
+		if err == nil {
+			fmt.Fprintf(stdout, "%s refreshed\n", args[0])
+		}
+		return err
+	})
 }
 
 func statusCmd(args []string, stdout, stderr io.Writer) int {
@@ -68,19 +73,21 @@ func statusCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "usage: tokenbroker status [--json]")
 		return exitConfig
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
-	defer cancel()
-	c := cliClient()
-	defer c.Close()
-	creds, err := c.Credentials(ctx)
-	if err != nil {
-		return fail(stderr, err)
-	}
+	return ask(stderr, func(ctx context.Context, c *client.Client) error {
+		creds, err := c.Credentials(ctx)
+		if err == nil {
+			printStatus(stdout, creds, asJSON)
+		}
+		return err
+	})
+}
+
+func printStatus(stdout io.Writer, creds []client.CredentialStatus, asJSON bool) {
 	if asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(map[string]any{"credentials": creds})
-		return exitOK
+		return
 	}
 	now := time.Now()
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
@@ -90,7 +97,6 @@ func statusCmd(args []string, stdout, stderr io.Writer) int {
 			until(now, s.ExpiresAt), until(now, s.NextRefresh), s.LastError)
 	}
 	_ = tw.Flush()
-	return exitOK
 }
 
 func until(now, t time.Time) string {

@@ -84,13 +84,22 @@ func printConfigErrors(w io.Writer, err error) {
 	}
 }
 
-func checkCmd(environ []string, stdout, stderr io.Writer) int {
+// configure loads the configuration, printing warnings and every problem.
+func configure(environ []string, stderr io.Writer) (Config, bool) {
 	cfg, err := loadConfig(environ)
 	for _, w := range cfg.Warnings {
-		fmt.Fprintln(stderr, "warning:", w)
+		fmt.Fprintln(stderr, "tokenbroker: warning:", w)
 	}
 	if err != nil {
 		printConfigErrors(stderr, err)
+		return cfg, false
+	}
+	return cfg, true
+}
+
+func checkCmd(environ []string, stdout, stderr io.Writer) int {
+	cfg, ok := configure(environ, stderr)
+	if !ok {
 		return exitConfig
 	}
 	writeCheck(stdout, cfg)

@@ -13,12 +13,8 @@ import (
 )
 
 func serveCmd(environ []string, stderr io.Writer) int {
-	cfg, err := loadConfig(environ)
-	for _, w := range cfg.Warnings {
-		fmt.Fprintln(stderr, "tokenbroker: warning:", w)
-	}
-	if err != nil {
-		printConfigErrors(stderr, err)
+	cfg, ok := configure(environ, stderr)
+	if !ok {
 		return exitConfig
 	}
 	log := newLogger(cfg, stderr)
