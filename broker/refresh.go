@@ -68,6 +68,11 @@ func (b *Broker) runRefresh(ctx context.Context, c *cred) {
 			c.state = StateRetrying
 		}
 		next = now.Add(b.backoff(c.failures, err))
+		// Never back off past the token's last margin: one more attempt
+		// must come while the token in hand still serves.
+		if last := c.tok.Expiry.Add(-2 * minTTL(&c.tok)); c.tok.Valid(now, 0) && last.After(now) && next.After(last) {
+			next = last
+		}
 	}
 	c.nextRefresh = next
 	state, failures, exp := c.state, c.failures, c.tok.Expiry
@@ -91,11 +96,14 @@ func (b *Broker) runRefresh(ctx context.Context, c *cred) {
 // and writes it durably before anyone is handed the new access token.
 func (b *Broker) refresh(ctx context.Context, c *cred) error {
 	lease, err := b.opts.Store.Lock(ctx, c.key)
-	if errors.Is(err, ErrLockHeld) {
+	switch {
+	case errors.Is(err, ErrLockHeld):
 		return b.awaitPeer(ctx, c)
-	}
-	if err != nil {
-		return fmt.Errorf("taking the refresh lock: %w", err)
+	case err != nil && !b.mayRefreshUnlocked(c, time.Now()):
+		return fmt.Errorf("taking the refresh lock: %w (a rotating refresh token is not spent without it while the current token lasts)", err)
+	case err != nil:
+		b.log.Warn("refreshing without the fleet lock", "credential", c.Name, "err", err)
+		lease = noLease{}
 	}
 	defer func() {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
@@ -135,6 +143,21 @@ func (b *Broker) refresh(ctx context.Context, c *cred) error {
 	c.unsaved = true
 	c.mu.Unlock()
 	return b.save(ctx, c, rec)
+}
+
+// mayRefreshUnlocked decides whether c may be refreshed while the shared
+// lock cannot be taken (the store is unreachable). Grants without a refresh
+// token share no secret state, so they may. A refresh token is spent without
+// the lock only when the token in hand would otherwise expire: a reuse that
+// some providers punish by revoking the grant is then the lesser harm than
+// certain failure.
+func (b *Broker) mayRefreshUnlocked(c *cred, now time.Time) bool {
+	if c.Source.Grant() != sources.RefreshToken {
+		return true
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !c.tok.Valid(now, 2*minTTL(&c.tok))
 }
 
 // save writes rec and clears c.unsaved. When a newer record is stored, that
