@@ -9,6 +9,10 @@ import (
 	"github.com/tokenbroker/tokenbroker/sources"
 )
 
+// errAdopted reports that a refresh found a newer token in the store and
+// took it instead of calling the provider.
+var errAdopted = errors.New("adopted a newer stored token")
+
 // startRefresh starts c's refresh unless one is in flight, and returns the
 // channel closed when it ends. It never blocks.
 func (b *Broker) startRefresh(c *cred) <-chan struct{} {
@@ -43,6 +47,10 @@ func (b *Broker) runRefresh(ctx context.Context, c *cred) {
 	start := time.Now()
 	err := b.refresh(ctx, c)
 	<-sem
+	adopted := errors.Is(err, errAdopted)
+	if adopted {
+		err = nil
+	}
 	if ctx.Err() != nil {
 		return // shutting down: nothing to schedule
 	}
@@ -80,6 +88,9 @@ func (b *Broker) runRefresh(ctx context.Context, c *cred) {
 	b.sched.schedule(c, next)
 
 	switch {
+	case adopted:
+		b.log.Info("token adopted from the store (another broker refreshed it)", "credential", c.Name,
+			"expires_at", exp.UTC().Format(time.RFC3339), "next_refresh", next.UTC().Format(time.RFC3339))
 	case err == nil:
 		b.log.Info("token refreshed", "credential", c.Name, "duration", now.Sub(start).Round(time.Millisecond),
 			"expires_at", exp.UTC().Format(time.RFC3339), "next_refresh", next.UTC().Format(time.RFC3339))
@@ -112,14 +123,17 @@ func (b *Broker) refresh(ctx context.Context, c *cred) error {
 	}()
 
 	// Someone may have refreshed while we waited for the lock.
-	fresh, err := b.adoptStored(ctx, c)
+	adopted, err := b.adoptStored(ctx, c)
 	c.mu.Lock()
 	force := c.force
 	c.force = false
 	prev, gen, unsaved := c.tok, c.gen, c.unsaved
 	c.mu.Unlock()
-	if err != nil || (fresh && !force) {
+	if err != nil {
 		return err
+	}
+	if adopted && !force {
+		return errAdopted
 	}
 	if unsaved {
 		// A token we hold was never written: write it before spending its
@@ -169,8 +183,10 @@ func (b *Broker) save(ctx context.Context, c *cred, rec Record) error {
 		c.mu.Lock()
 		c.unsaved = false
 		c.mu.Unlock()
-		_, err = b.adoptStored(ctx, c)
-		return err
+		if _, err := b.adoptStored(ctx, c); err != nil {
+			return err
+		}
+		return errAdopted
 	}
 	if err != nil {
 		return fmt.Errorf("saving the new token: %w (it is kept in memory and saved on the next attempt)", err)
@@ -185,8 +201,10 @@ func (b *Broker) save(ctx context.Context, c *cred, rec Record) error {
 }
 
 // adoptStored takes the stored record when it is newer than what c holds,
-// and reports whether c's token is then fresh enough to skip a refresh.
-func (b *Broker) adoptStored(ctx context.Context, c *cred) (fresh bool, err error) {
+// and reports whether it did and that token needs no refresh yet: then
+// another broker refreshed meanwhile and calling the provider again would
+// waste a refresh (or spend a rotated refresh token twice).
+func (b *Broker) adoptStored(ctx context.Context, c *cred) (adopted bool, err error) {
 	rec, err := b.opts.Store.Load(ctx, c.key)
 	if errors.Is(err, ErrNotFound) {
 		return false, nil
@@ -200,13 +218,13 @@ func (b *Broker) adoptStored(ctx context.Context, c *cred) (fresh bool, err erro
 	}
 	now := time.Now()
 	c.mu.Lock()
-	if rec.Generation > c.gen && (c.seed == "" || rec.Seed == c.seed) {
-		c.install(rec)
-		c.unsaved = false
+	defer c.mu.Unlock()
+	if rec.Generation <= c.gen || (c.seed != "" && rec.Seed != c.seed) {
+		return false, nil
 	}
-	fresh = now.Before(b.refreshPoint(&c.tok, now.Add(-minInterval)))
-	c.mu.Unlock()
-	return fresh, nil
+	c.install(rec)
+	c.unsaved = false
+	return c.tok.Valid(now, minTTL(&c.tok)) && now.Before(c.tok.IssuedAt.Add(time.Duration(float64(c.tok.Lifetime())*b.opts.RefreshAt))), nil
 }
 
 // awaitPeer waits for the broker holding the lock to publish its result,
@@ -223,14 +241,14 @@ func (b *Broker) awaitPeer(ctx context.Context, c *cred) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	fresh, err := b.adoptStored(ctx, c)
+	adopted, err := b.adoptStored(ctx, c)
 	if err != nil {
 		return err
 	}
-	if !fresh {
+	if !adopted {
 		return ErrLockHeld
 	}
-	return nil
+	return errAdopted
 }
 
 // peerChanged is called by a Watcher store when another broker wrote key.
