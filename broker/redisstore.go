@@ -1,0 +1,187 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/bsm/redislock"
+	"github.com/redis/go-redis/v9"
+)
+
+// RedisOptions configure a RedisStore.
+type RedisOptions struct {
+	// Client is a plain, Sentinel or Cluster client.
+	Client redis.UniversalClient
+	// Prefix namespaces keys and the event channel, so fleets can share a
+	// Redis; default "tokenbroker:".
+	Prefix string
+	// LockTTL is the refresh lock's lease; it is extended every LockTTL/3
+	// while a refresh is in flight. Default 15s.
+	LockTTL time.Duration
+	// OpTimeout bounds each Redis command. Default 2s.
+	OpTimeout time.Duration
+}
+
+// RedisStore shares records between the brokers of a fleet. A credential's
+// record and lock share a hash tag, so they live in one Cluster slot. Writes
+// are fenced on the generation inside one Lua script, which also publishes
+// the change, so a broker whose lease expired can never overwrite a newer
+// refresh token.
+type RedisStore struct {
+	c      redis.UniversalClient
+	locker *redislock.Client
+	prefix string
+	ttl    time.Duration
+	op     time.Duration
+}
+
+// NewRedisStore returns a store over opts.Client. It does not contact Redis.
+func NewRedisStore(opts RedisOptions) (*RedisStore, error) {
+	if opts.Client == nil {
+		return nil, errors.New("redis store: no client")
+	}
+	if opts.Prefix == "" {
+		opts.Prefix = "tokenbroker:"
+	}
+	if opts.LockTTL <= 0 {
+		opts.LockTTL = 15 * time.Second
+	}
+	if opts.OpTimeout <= 0 {
+		opts.OpTimeout = 2 * time.Second
+	}
+	return &RedisStore{c: opts.Client, locker: redislock.New(opts.Client), prefix: opts.Prefix, ttl: opts.LockTTL, op: opts.OpTimeout}, nil
+}
+
+func (s *RedisStore) recKey(key string) string  { return s.prefix + "{" + key + "}:rec" }
+func (s *RedisStore) lockKey(key string) string { return s.prefix + "{" + key + "}:lock" }
+func (s *RedisStore) channel() string           { return s.prefix + "events" }
+
+// saveScript writes the record only over an older generation, and
+// publishes the key in the same step.
+var saveScript = redis.NewScript(`
+local cur = tonumber(redis.call('HGET', KEYS[1], 'gen') or '0')
+if cur >= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'gen', ARGV[1], 'val', ARGV[2])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 1
+`)
+
+// Load implements Store.
+func (s *RedisStore) Load(ctx context.Context, key string) (Record, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.op)
+	defer cancel()
+	b, err := s.c.HGet(ctx, s.recKey(key), "val").Bytes()
+	if errors.Is(err, redis.Nil) {
+		return Record{}, ErrNotFound
+	}
+	if err != nil {
+		return Record{}, fmt.Errorf("redis: reading %s: %w", key, err)
+	}
+	r, err := unmarshalRecord(b)
+	if err != nil {
+		return Record{}, fmt.Errorf("redis: %s: %w", key, err)
+	}
+	return r, nil
+}
+
+// Save implements Store.
+func (s *RedisStore) Save(ctx context.Context, key string, rec Record) error {
+	ctx, cancel := context.WithTimeout(ctx, s.op)
+	defer cancel()
+	n, err := saveScript.Run(ctx, s.c, []string{s.recKey(key)},
+		strconv.FormatUint(rec.Generation, 10), marshalRecord(rec), s.channel(), key).Int()
+	if err != nil {
+		return fmt.Errorf("redis: saving %s: %w", key, err)
+	}
+	if n == 0 {
+		return ErrStale
+	}
+	return nil
+}
+
+// Lock implements Store: the lock's value is a random owner token
+// (redislock); release and extension act only while it is still ours.
+func (s *RedisStore) Lock(ctx context.Context, key string) (Lease, error) {
+	octx, cancel := context.WithTimeout(ctx, s.op)
+	defer cancel()
+	l, err := s.locker.Obtain(octx, s.lockKey(key), s.ttl, nil)
+	if errors.Is(err, redislock.ErrNotObtained) {
+		return nil, ErrLockHeld
+	}
+	if err != nil {
+		return nil, fmt.Errorf("redis: locking %s: %w", key, err)
+	}
+	lease := &redisLease{l: l, ttl: s.ttl, op: s.op, stop: make(chan struct{})}
+	lease.wg.Add(1)
+	go lease.extend()
+	return lease, nil
+}
+
+// redisLease extends its lock until released; if an extension fails the
+// lock may be lost, and the generation fence keeps the write safe.
+type redisLease struct {
+	l    *redislock.Lock
+	ttl  time.Duration
+	op   time.Duration
+	stop chan struct{}
+	once sync.Once
+	wg   sync.WaitGroup
+}
+
+func (l *redisLease) extend() {
+	defer l.wg.Done()
+	t := time.NewTicker(l.ttl / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(context.Background(), l.op)
+			err := l.l.Refresh(ctx, l.ttl, nil)
+			cancel()
+			if err != nil {
+				return
+			}
+		}
+	}
+}
+
+// Release implements Lease.
+func (l *redisLease) Release(ctx context.Context) error {
+	l.once.Do(func() { close(l.stop) })
+	l.wg.Wait()
+	err := l.l.Release(ctx)
+	if errors.Is(err, redislock.ErrLockNotHeld) {
+		return nil // expired; nothing to release
+	}
+	return err
+}
+
+// Watch implements Watcher: it calls fn with each key another broker saved.
+// go-redis resubscribes after a lost connection by itself; events sent while
+// disconnected are lost, which waiting brokers cover with a bounded
+// fallback read.
+func (s *RedisStore) Watch(ctx context.Context, fn func(key string)) error {
+	ps := s.c.Subscribe(ctx, s.channel())
+	defer ps.Close()
+	ch := ps.Channel()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case m, ok := <-ch:
+			if !ok {
+				return errors.New("redis: event subscription closed")
+			}
+			fn(m.Payload)
+		}
+	}
+}
+
+// Close implements Store; the caller owns the client.
+func (s *RedisStore) Close() error { return nil }
