@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenbroker/tokenbroker/broker/internal/redistest"
+	"github.com/tokenbroker/tokenbroker/broker/redistest"
 	"github.com/tokenbroker/tokenbroker/sources"
 	"github.com/tokenbroker/tokenbroker/sources/oauthtest"
 )

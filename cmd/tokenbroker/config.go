@@ -33,6 +33,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/redis/go-redis/v9"
 	"golang.org/x/oauth2"
 
 	"github.com/tokenbroker/tokenbroker/api/client"
@@ -54,6 +55,11 @@ type Config struct {
 	HandoutWait         time.Duration
 	BackoffMax          time.Duration
 	ProviderConcurrency int
+
+	// Redis, when not nil, makes this broker a member of a fleet sharing
+	// tokens through Redis; nil means the embedded store alone.
+	Redis       *redis.Options
+	RedisPrefix string
 
 	Credentials []CredentialConfig
 	// Warnings are problems that do not stop the broker, one line each,
@@ -92,6 +98,8 @@ const (
 	varHandoutWait         = "HANDOUT_WAIT"
 	varBackoffMax          = "BACKOFF_MAX"
 	varProviderConcurrency = "PROVIDER_CONCURRENCY"
+	varRedisURL            = "REDIS_URL"
+	varRedisPrefix         = "REDIS_PREFIX"
 )
 
 // globalVars are the TOKENBROKER_ variables that belong to no credential.
@@ -100,6 +108,7 @@ const (
 var globalVars = []string{
 	varSocket, varStateDir, varCredentials, varLogLevel, varLogFormat,
 	varRefreshAt, varRequestTimeout, varHandoutWait, varBackoffMax, varProviderConcurrency,
+	varRedisURL, varRedisPrefix,
 }
 
 // Per-credential settings, by suffix after TOKENBROKER_<NAME>_.
@@ -247,6 +256,20 @@ func loadConfig(environ []string) (Config, error) {
 		default:
 			c.ProviderConcurrency = n
 		}
+	}
+
+	if name, v, ok := g(varRedisURL); ok {
+		opts, err := redis.ParseURL(v)
+		if err != nil {
+			// The URL may hold a password: name the variable, not the value.
+			p.errorf(name, "not a valid Redis URL (%s); use redis://[user:password@]host:port/db or rediss://…", redactURLError(err))
+		} else {
+			c.Redis = opts
+		}
+	}
+	c.RedisPrefix = "tokenbroker:"
+	if _, v, ok := g(varRedisPrefix); ok {
+		c.RedisPrefix = v
 	}
 
 	names := parseNames(p, vars[envPrefix+varCredentials])
@@ -1081,6 +1104,19 @@ func writeCheck(w io.Writer, c Config) {
 	row("", "handout wait", "%s", c.HandoutWait)
 	row("", "backoff max", "%s", c.BackoffMax)
 	row("", "provider concurrency", "%d", c.ProviderConcurrency)
+	if c.Redis == nil {
+		row("", "store", "%s", "embedded (state dir only; set TOKENBROKER_REDIS_URL for a fleet)")
+	} else {
+		auth := "no password"
+		if c.Redis.Password != "" {
+			auth = "password [redacted]"
+		}
+		tlsOn := ""
+		if c.Redis.TLSConfig != nil {
+			tlsOn = ", TLS"
+		}
+		row("", "store", "fleet: Redis %s db %d (%s%s), prefix %q, local copy in the state dir", c.Redis.Addr, c.Redis.DB, auth, tlsOn, c.RedisPrefix)
+	}
 	for _, cc := range c.Credentials {
 		fmt.Fprintf(w, "\ncredential %s\n", cc.Name)
 		d := &cc.Dialect
@@ -1171,4 +1207,16 @@ func printable(s string) string {
 	}
 	q := strconv.Quote(s)
 	return q[1 : len(q)-1]
+}
+
+// redactURLError keeps the parse error's kind without the URL it quotes.
+func redactURLError(err error) string {
+	msg := err.Error()
+	if i := strings.LastIndex(msg, ": "); i >= 0 {
+		msg = msg[i+2:]
+	}
+	if strings.Contains(msg, "@") || strings.Contains(msg, "//") {
+		return "unparsable"
+	}
+	return msg
 }

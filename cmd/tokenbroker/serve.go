@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net/http"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/tokenbroker/tokenbroker/api"
 	"github.com/tokenbroker/tokenbroker/broker"
 )
@@ -30,9 +32,20 @@ func serveCmd(environ []string, stderr io.Writer) int {
 // serve runs the daemon until ctx ends. ready, when not nil, is called once
 // the socket accepts handouts.
 func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func()) error {
-	store, err := broker.OpenFileStore(cfg.StateDir)
+	local, err := broker.OpenFileStore(cfg.StateDir)
 	if err != nil {
 		return err
+	}
+	var store broker.Store = local
+	if cfg.Redis != nil {
+		rc := redis.NewClient(cfg.Redis)
+		defer rc.Close()
+		shared, err := broker.NewRedisStore(broker.RedisOptions{Client: rc, Prefix: cfg.RedisPrefix})
+		if err != nil {
+			return err
+		}
+		store = &broker.FleetStore{Local: local, Shared: shared, Logger: log}
+		log.Info("fleet mode: sharing tokens through Redis", "redis", cfg.Redis.Addr, "prefix", cfg.RedisPrefix)
 	}
 	defer store.Close()
 

@@ -1,0 +1,89 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+)
+
+// FleetStore shares records through Shared (Redis) and keeps a durable copy
+// of every record it sees in Local (the state dir). Shared decides: its lock
+// and its fence. Local makes a whole-fleet restart over an empty Redis lose
+// nothing, and repairs Shared: a Load that finds Shared empty or older puts
+// back the local record, and the fence keeps the highest generation.
+type FleetStore struct {
+	Local  Store
+	Shared Store
+	Logger *slog.Logger // default slog.Default()
+}
+
+func (s *FleetStore) log() *slog.Logger {
+	if s.Logger == nil {
+		return slog.Default()
+	}
+	return s.Logger
+}
+
+// Load implements Store.
+func (s *FleetStore) Load(ctx context.Context, key string) (Record, error) {
+	shared, serr := s.Shared.Load(ctx, key)
+	local, lerr := s.Local.Load(ctx, key)
+	switch {
+	case serr == nil && (lerr != nil || shared.Generation > local.Generation):
+		// Keep the local copy up with the fleet, so this broker restarts
+		// from the newest record even if Redis comes back empty.
+		if err := s.Local.Save(ctx, key, shared); err != nil && !errors.Is(err, ErrStale) {
+			s.log().Warn("cannot keep the local copy", "key", key, "err", err)
+		}
+		return shared, nil
+	case lerr == nil:
+		if serr == nil || errors.Is(serr, ErrNotFound) || errors.Is(serr, ErrCorrupt) {
+			if err := s.Shared.Save(ctx, key, local); err == nil {
+				s.log().Info("put the local record back into the shared store", "key", key, "generation", local.Generation)
+			}
+		}
+		return local, nil
+	case errors.Is(lerr, ErrNotFound) && serr != nil && !errors.Is(serr, ErrNotFound):
+		return Record{}, serr
+	}
+	return Record{}, lerr
+}
+
+// Save implements Store: the local copy first (durable), then the shared
+// one. A shared store that is unreachable does not fail the save: the record
+// is durable here and the next Load puts it back. Its fence does.
+func (s *FleetStore) Save(ctx context.Context, key string, rec Record) error {
+	lerr := s.Local.Save(ctx, key, rec)
+	if lerr != nil && !errors.Is(lerr, ErrStale) {
+		return lerr
+	}
+	serr := s.Shared.Save(ctx, key, rec)
+	switch {
+	case errors.Is(serr, ErrStale):
+		return ErrStale
+	case serr == nil:
+		return nil
+	}
+	s.log().Warn("shared store unreachable; the record is saved locally and shared later", "key", key, "err", serr)
+	return lerr
+}
+
+// Lock implements Store with the shared lock.
+func (s *FleetStore) Lock(ctx context.Context, key string) (Lease, error) {
+	return s.Shared.Lock(ctx, key)
+}
+
+// Watch implements Watcher when the shared store does.
+func (s *FleetStore) Watch(ctx context.Context, fn func(key string)) error {
+	w, ok := s.Shared.(Watcher)
+	if !ok {
+		<-ctx.Done()
+		return nil
+	}
+	return w.Watch(ctx, fn)
+}
+
+// Close closes both stores.
+func (s *FleetStore) Close() error {
+	return errors.Join(s.Shared.Close(), s.Local.Close())
+}

@@ -1,0 +1,110 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/tokenbroker/tokenbroker/broker/redistest"
+	"github.com/tokenbroker/tokenbroker/sources"
+	"github.com/tokenbroker/tokenbroker/sources/oauthtest"
+)
+
+// fleetMember is one broker of a test fleet: its own state dir, a shared Redis.
+type fleetMember struct {
+	dir string
+	b   *Broker
+}
+
+func startMember(t *testing.T, dir string, srv *redistest.Server, p *oauthtest.Provider, seed string) *fleetMember {
+	t.Helper()
+	d, _ := sources.Preset("firework", sources.RefreshToken)
+	d.TokenURL = p.TokenURL(oauthtest.Firework)
+	e := &sources.Endpoint{Dialect: d, HTTP: &http.Client{Timeout: 5 * time.Second}, Client: sources.Client{ID: "fw", RedirectURI: "http://127.0.0.1/cb"}}
+	local, err := OpenFileStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := &FleetStore{Local: local, Shared: newRedisStore(t, srv, 2*time.Second), Logger: quiet}
+	b, err := New(Options{Store: store, Logger: quiet, PeerWait: 300 * time.Millisecond}, []Credential{{
+		Name: "fw", Provider: "firework", Source: &sources.RefreshTokenSource{Endpoint: e},
+		Fingerprint: "fp", InitialRefreshToken: sources.NewSecret(seed)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	m := &fleetMember{dir: dir, b: b}
+	t.Cleanup(func() { m.stop() })
+	return m
+}
+
+func (m *fleetMember) stop() {
+	if m.b != nil {
+		m.b.Close()
+		m.b.opts.Store.Close()
+		m.b = nil
+	}
+}
+
+func handoutValid(t *testing.T, p *oauthtest.Provider, m *fleetMember, when string) {
+	t.Helper()
+	h, err := m.b.Token(context.Background(), "fw")
+	if err != nil {
+		t.Fatalf("%s: %v", when, err)
+	}
+	if !p.Valid(h.AccessToken.Reveal()) {
+		t.Fatalf("%s: handed-out token is not valid at the provider", when)
+	}
+}
+
+// A joining broker serves at once without calling the provider; Redis
+// restarted empty, or flushed, is repaired from the brokers' local copies;
+// a whole-fleet restart over an empty Redis loses no rotated refresh token.
+func TestFleetSurvivesEmptyRedis(t *testing.T) {
+	srv := redistest.Start(t)
+	p := oauthtest.StartTest(t, oauthtest.Options{AccessLifetime: 2 * time.Second, Rotate: true})
+	p.AddClient(oauthtest.Client{ID: "fw", RedirectURI: "http://127.0.0.1/cb", Dialect: oauthtest.Firework})
+	seed := p.IssueRefreshToken("fw")
+	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
+	a := startMember(t, dirs[0], srv, p, seed)
+	b := startMember(t, dirs[1], srv, p, seed)
+	handoutValid(t, p, a, "first handout")
+
+	before := p.Stats().TokenRequests
+	c := startMember(t, dirs[2], srv, p, seed)
+	handoutValid(t, p, c, "joining broker")
+	if got := p.Stats().TokenRequests; got != before {
+		t.Errorf("joining broker made %d provider requests before its first handout; want 0", got-before)
+	}
+
+	for i, fault := range []func(){srv.Restart, srv.Flush} {
+		fault()
+		deadline := time.Now().Add(5 * time.Second) // 2.5 token lifetimes
+		for time.Now().Before(deadline) {
+			for _, m := range []*fleetMember{a, b, c} {
+				handoutValid(t, p, m, fmt.Sprintf("after fault %d", i))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+
+	// Whole fleet down, Redis restarted empty, fleet back from local copies.
+	for _, m := range []*fleetMember{a, b, c} {
+		m.stop()
+	}
+	srv.Restart()
+	time.Sleep(3 * time.Second) // the stored access tokens expire; the refresh tokens must carry on
+	a = startMember(t, dirs[0], srv, p, seed)
+	b = startMember(t, dirs[1], srv, p, seed)
+	c = startMember(t, dirs[2], srv, p, seed)
+	for _, m := range []*fleetMember{a, b, c} {
+		handoutValid(t, p, m, "after a whole-fleet restart over an empty Redis")
+	}
+	if st := p.Stats(); st.ReuseEvents != 0 {
+		t.Errorf("reuse events = %d; want 0", st.ReuseEvents)
+	}
+}
