@@ -189,6 +189,8 @@ func (b *Broker) Start(ctx context.Context) error {
 		rec, err := b.opts.Store.Load(ctx, c.key)
 		switch {
 		case errors.Is(err, ErrNotFound):
+		case errors.Is(err, ErrUnknownKey):
+			return fmt.Errorf("credential %q: %w", name, err)
 		case err != nil:
 			b.log.Error("cannot read the stored token; starting this credential from its configuration",
 				"credential", name, "err", err)

@@ -18,6 +18,10 @@ import (
 // state directory, written with write-to-temp, fsync, rename and a directory
 // fsync, mode 0600. One broker owns a directory at a time (flock).
 type FileStore struct {
+	// Sealer encrypts records; nil stores them in plaintext. Set it before
+	// the store is used.
+	Sealer *Sealer
+
 	dir  string
 	lock *os.File
 	mu   sync.Mutex // serialises Save's read-compare-write
@@ -72,7 +76,7 @@ func (s *FileStore) Load(_ context.Context, key string) (Record, error) {
 	if err != nil {
 		return Record{}, err
 	}
-	r, err := unmarshalRecord(b)
+	r, err := s.Sealer.decode(key, b)
 	if err != nil {
 		return Record{}, fmt.Errorf("%s: %w", p, err)
 	}
@@ -90,10 +94,12 @@ func (s *FileStore) Save(ctx context.Context, key string, rec Record) error {
 	switch old, err := s.Load(ctx, key); {
 	case err == nil && old.Generation >= rec.Generation:
 		return ErrStale
+	case errors.Is(err, ErrUnknownKey):
+		return err // another key can still read it: never overwrite
 	case err != nil && !errors.Is(err, ErrNotFound):
-		// An unreadable record is replaced: the new one is what counts.
+		// A corrupt record is replaced: the new one is what counts.
 	}
-	return writeFileSync(p, marshalRecord(rec))
+	return writeFileSync(p, s.Sealer.encode(key, rec))
 }
 
 // writeFileSync replaces p atomically and durably.

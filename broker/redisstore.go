@@ -24,6 +24,8 @@ type RedisOptions struct {
 	LockTTL time.Duration
 	// OpTimeout bounds each Redis command. Default 2s.
 	OpTimeout time.Duration
+	// Sealer encrypts values; nil stores them in plaintext.
+	Sealer *Sealer
 }
 
 // RedisStore shares records between the brokers of a fleet. A credential's
@@ -34,6 +36,7 @@ type RedisOptions struct {
 type RedisStore struct {
 	c      redis.UniversalClient
 	locker *redislock.Client
+	sealer *Sealer
 	prefix string
 	ttl    time.Duration
 	op     time.Duration
@@ -53,7 +56,7 @@ func NewRedisStore(opts RedisOptions) (*RedisStore, error) {
 	if opts.OpTimeout <= 0 {
 		opts.OpTimeout = 2 * time.Second
 	}
-	return &RedisStore{c: opts.Client, locker: redislock.New(opts.Client), prefix: opts.Prefix, ttl: opts.LockTTL, op: opts.OpTimeout}, nil
+	return &RedisStore{c: opts.Client, locker: redislock.New(opts.Client), sealer: opts.Sealer, prefix: opts.Prefix, ttl: opts.LockTTL, op: opts.OpTimeout}, nil
 }
 
 func (s *RedisStore) recKey(key string) string  { return s.prefix + "{" + key + "}:rec" }
@@ -81,7 +84,7 @@ func (s *RedisStore) Load(ctx context.Context, key string) (Record, error) {
 	if err != nil {
 		return Record{}, fmt.Errorf("redis: reading %s: %w", key, err)
 	}
-	r, err := unmarshalRecord(b)
+	r, err := s.sealer.decode(key, b)
 	if err != nil {
 		return Record{}, fmt.Errorf("redis: %s: %w", key, err)
 	}
@@ -93,7 +96,7 @@ func (s *RedisStore) Save(ctx context.Context, key string, rec Record) error {
 	ctx, cancel := context.WithTimeout(ctx, s.op)
 	defer cancel()
 	n, err := saveScript.Run(ctx, s.c, []string{s.recKey(key)},
-		strconv.FormatUint(rec.Generation, 10), marshalRecord(rec), s.channel(), key).Int()
+		strconv.FormatUint(rec.Generation, 10), s.sealer.encode(key, rec), s.channel(), key).Int()
 	if err != nil {
 		return fmt.Errorf("redis: saving %s: %w", key, err)
 	}

@@ -60,6 +60,9 @@ type Config struct {
 	// tokens through Redis; nil means the embedded store alone.
 	Redis       *redis.Options
 	RedisPrefix string
+	// EncryptionKeys seal stored records (the first one seals, all open);
+	// none means plaintext storage.
+	EncryptionKeys []broker.SealKey
 
 	Credentials []CredentialConfig
 	// Warnings are problems that do not stop the broker, one line each,
@@ -100,6 +103,7 @@ const (
 	varProviderConcurrency = "PROVIDER_CONCURRENCY"
 	varRedisURL            = "REDIS_URL"
 	varRedisPrefix         = "REDIS_PREFIX"
+	varEncryptionKey       = "ENCRYPTION_KEY"
 )
 
 // globalVars are the TOKENBROKER_ variables that belong to no credential.
@@ -108,7 +112,7 @@ const (
 var globalVars = []string{
 	varSocket, varStateDir, varCredentials, varLogLevel, varLogFormat,
 	varRefreshAt, varRequestTimeout, varHandoutWait, varBackoffMax, varProviderConcurrency,
-	varRedisURL, varRedisPrefix,
+	varRedisURL, varRedisPrefix, varEncryptionKey, varEncryptionKey + fileSuffix,
 }
 
 // Per-credential settings, by suffix after TOKENBROKER_<NAME>_.
@@ -271,6 +275,8 @@ func loadConfig(environ []string) (Config, error) {
 	if _, v, ok := g(varRedisPrefix); ok {
 		c.RedisPrefix = v
 	}
+
+	loadEncryptionKeys(p, vars, &c)
 
 	names := parseNames(p, vars[envPrefix+varCredentials])
 	owned := partition(p, vars, names)
@@ -1104,6 +1110,15 @@ func writeCheck(w io.Writer, c Config) {
 	row("", "handout wait", "%s", c.HandoutWait)
 	row("", "backoff max", "%s", c.BackoffMax)
 	row("", "provider concurrency", "%d", c.ProviderConcurrency)
+	if len(c.EncryptionKeys) == 0 {
+		row("", "encryption", "%s", "NONE: stored tokens are plaintext (set TOKENBROKER_ENCRYPTION_KEY)")
+	} else {
+		ids := make([]string, len(c.EncryptionKeys))
+		for i, k := range c.EncryptionKeys {
+			ids[i] = k.ID
+		}
+		row("", "encryption", "AES-256-GCM, sealing with key %q, opening with %s", ids[0], strings.Join(ids, ", "))
+	}
 	if c.Redis == nil {
 		row("", "store", "%s", "embedded (state dir only; set TOKENBROKER_REDIS_URL for a fleet)")
 	} else {
@@ -1219,4 +1234,30 @@ func redactURLError(err error) string {
 		return "unparsable"
 	}
 	return msg
+}
+
+// loadEncryptionKeys reads TOKENBROKER_ENCRYPTION_KEY or its _FILE.
+func loadEncryptionKeys(p *problems, vars map[string]string, c *Config) {
+	name, fileName := envPrefix+varEncryptionKey, envPrefix+varEncryptionKey+fileSuffix
+	v, path := strings.TrimSpace(vars[name]), strings.TrimSpace(vars[fileName])
+	switch {
+	case v != "" && path != "":
+		p.errorf(name, "set both it and %s; keep one", fileName)
+		return
+	case path != "":
+		sec, err := readSecretFile(path)
+		if err != nil {
+			p.errorf(fileName, "%v", err)
+			return
+		}
+		name, v = fileName, sec.Reveal()
+	case v == "":
+		return
+	}
+	keys, err := broker.ParseKeys(v)
+	if err != nil {
+		p.errorf(name, "%v", err)
+		return
+	}
+	c.EncryptionKeys = keys
 }

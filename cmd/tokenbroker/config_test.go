@@ -78,7 +78,7 @@ func TestLoadConfigGlobals(t *testing.T) {
 		c := mustLoad(t, baseEnv("TOKENBROKER_CREDENTIALS=a", "TOKENBROKER_A_CLIENT_ID=id", "TOKENBROKER_A_CLIENT_SECRET=s",
 			"TOKENBROKER_A_TOKEN_URL=https://auth.example.com/token"))
 		want := Config{Socket: "/run/tb/tb.sock", StateDir: "/var/lib/tb", LogLevel: slog.LevelInfo, LogFormat: "",
-			RefreshAt: 0.85, RequestTimeout: 30 * time.Second, HandoutWait: 5 * time.Second, BackoffMax: 5 * time.Minute, ProviderConcurrency: 4}
+			RefreshAt: 0.85, RequestTimeout: 30 * time.Second, HandoutWait: 5 * time.Second, BackoffMax: 5 * time.Minute, ProviderConcurrency: 4, RedisPrefix: "tokenbroker:"}
 		got := c
 		got.Credentials, got.Warnings = nil, nil
 		if fmt.Sprint(got) != fmt.Sprint(want) {
@@ -86,6 +86,27 @@ func TestLoadConfigGlobals(t *testing.T) {
 		}
 		if len(c.Warnings) != 0 {
 			t.Errorf("unexpected warnings: %q", c.Warnings)
+		}
+	})
+	t.Run("fleet and encryption", func(t *testing.T) {
+		key := strings.Repeat("ab", 32)
+		c := mustLoad(t, baseEnv("TOKENBROKER_CREDENTIALS=a", "TOKENBROKER_A_CLIENT_ID=id", "TOKENBROKER_A_CLIENT_SECRET=s",
+			"TOKENBROKER_A_TOKEN_URL=https://auth.example.com/token", "TOKENBROKER_REDIS_URL=redis://:pw@10.0.0.1:6380/3",
+			"TOKENBROKER_REDIS_PREFIX=fleet-a:", "TOKENBROKER_ENCRYPTION_KEY=new:"+key+",old:"+key[:62]+"cd"))
+		if c.Redis == nil || c.Redis.Addr != "10.0.0.1:6380" || c.Redis.DB != 3 || c.RedisPrefix != "fleet-a:" || len(c.EncryptionKeys) != 2 || c.EncryptionKeys[0].ID != "new" {
+			t.Errorf("got redis %+v prefix %q keys %v", c.Redis, c.RedisPrefix, c.EncryptionKeys)
+		}
+		var out bytes.Buffer
+		writeCheck(&out, c)
+		if strings.Contains(out.String(), key[:16]) || strings.Contains(out.String(), ":pw@") || !strings.Contains(out.String(), `key "new"`) {
+			t.Errorf("check output shows key material or the Redis password, or not the key id:\n%s", out.String())
+		}
+		_, err := loadConfig(baseEnv("TOKENBROKER_CREDENTIALS=a", "TOKENBROKER_A_CLIENT_ID=id", "TOKENBROKER_A_CLIENT_SECRET=s",
+			"TOKENBROKER_A_TOKEN_URL=https://auth.example.com/token", "TOKENBROKER_REDIS_URL=http://x", "TOKENBROKER_ENCRYPTION_KEY=k:short"))
+		for _, want := range []string{"TOKENBROKER_REDIS_URL", "TOKENBROKER_ENCRYPTION_KEY"} {
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("bad %s not reported: %v", want, err)
+			}
 		}
 	})
 	t.Run("all set", func(t *testing.T) {

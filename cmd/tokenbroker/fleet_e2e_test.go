@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -18,7 +20,7 @@ import (
 func TestFleetOfDaemons(t *testing.T) {
 	srv := redistest.Start(t)
 	p, environ, sock1 := e2eSetup(t, oauthtest.Options{AccessLifetime: 3 * time.Second, Rotate: true})
-	environ = append(environ, "TOKENBROKER_REDIS_URL="+srv.URL())
+	environ = append(environ, "TOKENBROKER_REDIS_URL="+srv.URL(), "TOKENBROKER_ENCRYPTION_KEY=k1:"+strings.Repeat("5a", 32))
 	dir2, err := os.MkdirTemp("", "tb-e2e2")
 	if err != nil {
 		t.Fatal(err)
@@ -83,5 +85,32 @@ func TestFleetOfDaemons(t *testing.T) {
 		t.Errorf("provider issued %d tokens in %.1f refresh cycles; a shared cache needs at most %d", st.Issued, cycles, limit)
 	}
 	t.Logf("provider: %d token requests, %d issued, %d refreshes, %d reuse events", st.TokenRequests, st.Issued, st.Refreshes, st.ReuseEvents)
+	// Encrypted at rest: no handed-out token in Redis or in either state dir.
+	_, last, _ := get(t, c2, "/v1/tokens/livepush")
+	rc := srv.Client()
+	keys, _ := rc.Keys(context.Background(), "*").Result()
+	var stored []string
+	for _, k := range keys {
+		if vals, err := rc.HGetAll(context.Background(), k).Result(); err == nil {
+			stored = append(stored, fmt.Sprint(vals))
+		}
+	}
+	for _, dir := range []string{filepath.Dir(sock1), dir2} {
+		_ = filepath.WalkDir(dir, func(p string, e os.DirEntry, err error) error {
+			if err == nil && e.Type().IsRegular() {
+				b, _ := os.ReadFile(p)
+				stored = append(stored, string(b))
+			}
+			return nil
+		})
+	}
+	if len(stored) < 3 {
+		t.Fatalf("found only %d stored values to inspect", len(stored))
+	}
+	for _, v := range stored {
+		if strings.Contains(v, last.AccessToken) || strings.Contains(v, first.AccessToken) {
+			t.Errorf("a token is stored in clear: %.60s…", v)
+		}
+	}
 	d2.kill()
 }

@@ -36,11 +36,19 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func()) erro
 	if err != nil {
 		return err
 	}
+	sealer, err := broker.NewSealer(cfg.EncryptionKeys)
+	if err != nil {
+		return err
+	}
+	if !sealer.Enabled() {
+		log.Warn("STORAGE IS PLAINTEXT: refresh tokens are written unencrypted; set TOKENBROKER_ENCRYPTION_KEY")
+	}
+	local.Sealer = sealer
 	var store broker.Store = local
 	if cfg.Redis != nil {
 		rc := redis.NewClient(cfg.Redis)
 		defer rc.Close()
-		shared, err := broker.NewRedisStore(broker.RedisOptions{Client: rc, Prefix: cfg.RedisPrefix})
+		shared, err := broker.NewRedisStore(broker.RedisOptions{Client: rc, Prefix: cfg.RedisPrefix, Sealer: sealer})
 		if err != nil {
 			return err
 		}
