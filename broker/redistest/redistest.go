@@ -21,8 +21,9 @@ type Server struct {
 	t    testing.TB
 	port int
 	dir  string
-	cmd  *exec.Cmd
-	done chan struct{}
+	cmd   *exec.Cmd
+	done  chan struct{}
+	extra []string
 }
 
 // Start runs a redis-server and waits until it answers PING. The test's
@@ -50,8 +51,15 @@ func freePort(t testing.TB) int {
 
 func (s *Server) launch() {
 	s.t.Helper()
-	s.cmd = exec.Command("redis-server", "--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", s.dir, "--protected-mode", "no", "--loglevel", "warning")
+	args := []string{"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", s.dir, "--protected-mode", "no", "--loglevel", "warning"}
+	if len(s.extra) > 0 && s.extra[0] == "--sentinel-conf" {
+		// A sentinel takes its config file first and rewrites it.
+		args = append([]string{s.extra[1], "--sentinel"}, args[:4]...)
+	} else {
+		args = append(args, s.extra...)
+	}
+	s.cmd = exec.Command("redis-server", args...)
 	if err := s.cmd.Start(); err != nil {
 		s.t.Fatalf("starting redis-server: %v", err)
 	}

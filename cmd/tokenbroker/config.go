@@ -17,6 +17,8 @@ package main
 
 import (
 	"cmp"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -57,8 +59,9 @@ type Config struct {
 	ProviderConcurrency int
 
 	// Redis, when not nil, makes this broker a member of a fleet sharing
-	// tokens through Redis; nil means the embedded store alone.
-	Redis       *redis.Options
+	// tokens through Redis (one server, Sentinel or Cluster); nil means the
+	// embedded store alone.
+	Redis       *redis.UniversalOptions
 	RedisPrefix string
 	// EncryptionKeys seal stored records (the first one seals, all open);
 	// none means plaintext storage.
@@ -104,6 +107,11 @@ const (
 	varRedisURL            = "REDIS_URL"
 	varRedisPrefix         = "REDIS_PREFIX"
 	varEncryptionKey       = "ENCRYPTION_KEY"
+	varRedisAddrs          = "REDIS_ADDRS"
+	varRedisSentinelMaster = "REDIS_SENTINEL_MASTER"
+	varRedisUsername       = "REDIS_USERNAME"
+	varRedisPassword       = "REDIS_PASSWORD"
+	varRedisCAFile         = "REDIS_CA_FILE"
 )
 
 // globalVars are the TOKENBROKER_ variables that belong to no credential.
@@ -113,6 +121,7 @@ var globalVars = []string{
 	varSocket, varStateDir, varCredentials, varLogLevel, varLogFormat,
 	varRefreshAt, varRequestTimeout, varHandoutWait, varBackoffMax, varProviderConcurrency,
 	varRedisURL, varRedisPrefix, varEncryptionKey, varEncryptionKey + fileSuffix,
+	varRedisAddrs, varRedisSentinelMaster, varRedisUsername, varRedisPassword, varRedisPassword + fileSuffix, varRedisCAFile,
 }
 
 // Per-credential settings, by suffix after TOKENBROKER_<NAME>_.
@@ -262,15 +271,7 @@ func loadConfig(environ []string) (Config, error) {
 		}
 	}
 
-	if name, v, ok := g(varRedisURL); ok {
-		opts, err := redis.ParseURL(v)
-		if err != nil {
-			// The URL may hold a password: name the variable, not the value.
-			p.errorf(name, "not a valid Redis URL (%s); use redis://[user:password@]host:port/db or rediss://…", redactURLError(err))
-		} else {
-			c.Redis = opts
-		}
-	}
+	loadRedis(p, vars, &c)
 	c.RedisPrefix = "tokenbroker:"
 	if _, v, ok := g(varRedisPrefix); ok {
 		c.RedisPrefix = v
@@ -1130,7 +1131,14 @@ func writeCheck(w io.Writer, c Config) {
 		if c.Redis.TLSConfig != nil {
 			tlsOn = ", TLS"
 		}
-		row("", "store", "fleet: Redis %s db %d (%s%s), prefix %q, local copy in the state dir", c.Redis.Addr, c.Redis.DB, auth, tlsOn, c.RedisPrefix)
+		kind := "Redis " + strings.Join(c.Redis.Addrs, ",")
+		switch {
+		case c.Redis.MasterName != "":
+			kind = fmt.Sprintf("Redis Sentinel master %q via %s", c.Redis.MasterName, strings.Join(c.Redis.Addrs, ","))
+		case len(c.Redis.Addrs) > 1:
+			kind = "Redis Cluster " + strings.Join(c.Redis.Addrs, ",")
+		}
+		row("", "store", "fleet: %s db %d (%s%s), prefix %q, local copy in the state dir", kind, c.Redis.DB, auth, tlsOn, c.RedisPrefix)
 	}
 	for _, cc := range c.Credentials {
 		fmt.Fprintf(w, "\ncredential %s\n", cc.Name)
@@ -1260,4 +1268,80 @@ func loadEncryptionKeys(p *problems, vars map[string]string, c *Config) {
 		return
 	}
 	c.EncryptionKeys = keys
+}
+
+// loadRedis reads the fleet settings: TOKENBROKER_REDIS_URL for one server,
+// or TOKENBROKER_REDIS_ADDRS for a Cluster (several addresses) or, with
+// TOKENBROKER_REDIS_SENTINEL_MASTER, the sentinels.
+func loadRedis(p *problems, vars map[string]string, c *Config) {
+	get := func(s string) (string, string) { return envPrefix + s, strings.TrimSpace(vars[envPrefix+s]) }
+	urlName, url := get(varRedisURL)
+	addrsName, addrs := get(varRedisAddrs)
+	masterName, master := get(varRedisSentinelMaster)
+	o := &redis.UniversalOptions{}
+	switch {
+	case url != "" && addrs != "":
+		p.errorf(addrsName, "set together with %s; use the URL for one server, the addresses for Sentinel or Cluster", urlName)
+		return
+	case url != "":
+		opts, err := redis.ParseURL(url)
+		if err != nil {
+			// The URL may hold a password: name the variable, not the value.
+			p.errorf(urlName, "not a valid Redis URL (%s); use redis://[user:password@]host:port/db or rediss://…", redactURLError(err))
+			return
+		}
+		o.Addrs, o.Username, o.Password, o.DB, o.TLSConfig = []string{opts.Addr}, opts.Username, opts.Password, opts.DB, opts.TLSConfig
+	case addrs != "":
+		for _, a := range strings.FieldsFunc(addrs, func(r rune) bool { return r == ',' || r == ' ' }) {
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				p.errorf(addrsName, "%s is not host:port", show(a))
+				return
+			}
+			o.Addrs = append(o.Addrs, a)
+		}
+		o.MasterName = master
+	case master != "":
+		p.errorf(masterName, "set without %s; list the sentinels' host:port there", addrsName)
+		return
+	default:
+		for _, s := range []string{varRedisUsername, varRedisPassword, varRedisPassword + fileSuffix, varRedisCAFile} {
+			if n, v := get(s); v != "" {
+				p.warnf(n, "set, but no Redis is configured (TOKENBROKER_REDIS_URL or _ADDRS); it is ignored")
+			}
+		}
+		return
+	}
+	if _, v := get(varRedisUsername); v != "" {
+		o.Username = v
+	}
+	pwName, pw := get(varRedisPassword)
+	pwFileName, pwFile := get(varRedisPassword + fileSuffix)
+	switch {
+	case pw != "" && pwFile != "":
+		p.errorf(pwName, "set both it and %s; keep one", pwFileName)
+	case pwFile != "":
+		sec, err := readSecretFile(pwFile)
+		if err != nil {
+			p.errorf(pwFileName, "%v", err)
+		}
+		o.Password = sec.Reveal()
+	case pw != "":
+		o.Password = pw
+	}
+	if caName, ca := get(varRedisCAFile); ca != "" {
+		pem, err := os.ReadFile(ca)
+		pool := x509.NewCertPool()
+		switch {
+		case err != nil:
+			p.errorf(caName, "%s cannot be read: %v", show(ca), errors.Unwrap(err))
+		case !pool.AppendCertsFromPEM(pem):
+			p.errorf(caName, "%s holds no PEM certificate", show(ca))
+		default:
+			if o.TLSConfig == nil {
+				o.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+			}
+			o.TLSConfig.RootCAs = pool
+		}
+	}
+	c.Redis = o
 }

@@ -93,13 +93,19 @@ func TestLoadConfigGlobals(t *testing.T) {
 		c := mustLoad(t, baseEnv("TOKENBROKER_CREDENTIALS=a", "TOKENBROKER_A_CLIENT_ID=id", "TOKENBROKER_A_CLIENT_SECRET=s",
 			"TOKENBROKER_A_TOKEN_URL=https://auth.example.com/token", "TOKENBROKER_REDIS_URL=redis://:pw@10.0.0.1:6380/3",
 			"TOKENBROKER_REDIS_PREFIX=fleet-a:", "TOKENBROKER_ENCRYPTION_KEY=new:"+key+",old:"+key[:62]+"cd"))
-		if c.Redis == nil || c.Redis.Addr != "10.0.0.1:6380" || c.Redis.DB != 3 || c.RedisPrefix != "fleet-a:" || len(c.EncryptionKeys) != 2 || c.EncryptionKeys[0].ID != "new" {
+		if c.Redis == nil || c.Redis.Addrs[0] != "10.0.0.1:6380" || c.Redis.DB != 3 || c.RedisPrefix != "fleet-a:" || len(c.EncryptionKeys) != 2 || c.EncryptionKeys[0].ID != "new" {
 			t.Errorf("got redis %+v prefix %q keys %v", c.Redis, c.RedisPrefix, c.EncryptionKeys)
 		}
 		var out bytes.Buffer
 		writeCheck(&out, c)
 		if strings.Contains(out.String(), key[:16]) || strings.Contains(out.String(), ":pw@") || !strings.Contains(out.String(), `key "new"`) {
 			t.Errorf("check output shows key material or the Redis password, or not the key id:\n%s", out.String())
+		}
+		c = mustLoad(t, baseEnv("TOKENBROKER_CREDENTIALS=a", "TOKENBROKER_A_CLIENT_ID=id", "TOKENBROKER_A_CLIENT_SECRET=s",
+			"TOKENBROKER_A_TOKEN_URL=https://auth.example.com/token", "TOKENBROKER_REDIS_ADDRS=10.0.0.1:26379, 10.0.0.2:26379",
+			"TOKENBROKER_REDIS_SENTINEL_MASTER=main", "TOKENBROKER_REDIS_PASSWORD=pw"))
+		if c.Redis == nil || c.Redis.MasterName != "main" || len(c.Redis.Addrs) != 2 || c.Redis.Password != "pw" {
+			t.Errorf("sentinel settings: %+v", c.Redis)
 		}
 		_, err := loadConfig(baseEnv("TOKENBROKER_CREDENTIALS=a", "TOKENBROKER_A_CLIENT_ID=id", "TOKENBROKER_A_CLIENT_SECRET=s",
 			"TOKENBROKER_A_TOKEN_URL=https://auth.example.com/token", "TOKENBROKER_REDIS_URL=http://x", "TOKENBROKER_ENCRYPTION_KEY=k:short"))

@@ -46,14 +46,15 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func()) erro
 	local.Sealer = sealer
 	var store broker.Store = local
 	if cfg.Redis != nil {
-		rc := redis.NewClient(cfg.Redis)
+		redis.SetLogger(redisLog{log})
+		rc := redis.NewUniversalClient(cfg.Redis)
 		defer rc.Close()
 		shared, err := broker.NewRedisStore(broker.RedisOptions{Client: rc, Prefix: cfg.RedisPrefix, Sealer: sealer})
 		if err != nil {
 			return err
 		}
 		store = &broker.FleetStore{Local: local, Shared: shared, Logger: log}
-		log.Info("fleet mode: sharing tokens through Redis", "redis", cfg.Redis.Addr, "prefix", cfg.RedisPrefix)
+		log.Info("fleet mode: sharing tokens through Redis", "redis", cfg.Redis.Addrs, "sentinel_master", cfg.Redis.MasterName, "prefix", cfg.RedisPrefix)
 	}
 	defer store.Close()
 
@@ -113,4 +114,11 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func()) erro
 	}
 	log.Info("tokenbroker stopped")
 	return nil
+}
+
+// redisLog sends go-redis's own messages (reconnects, failovers) to our log.
+type redisLog struct{ log *slog.Logger }
+
+func (l redisLog) Printf(_ context.Context, format string, v ...any) {
+	l.log.Warn("redis: " + fmt.Sprintf(format, v...))
 }
