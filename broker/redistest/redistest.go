@@ -18,9 +18,9 @@ import (
 
 // Server is one redis-server process owned by a test.
 type Server struct {
-	t    testing.TB
-	port int
-	dir  string
+	t     testing.TB
+	port  int
+	dir   string
 	cmd   *exec.Cmd
 	done  chan struct{}
 	extra []string
