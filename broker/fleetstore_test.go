@@ -83,6 +83,18 @@ func TestFleetSurvivesEmptyRedis(t *testing.T) {
 
 	for i, fault := range []func(){srv.Restart, srv.Flush} {
 		fault()
+		if i == 0 {
+			// The brokers' reconnection makes them put their records back
+			// before any refresh needs them.
+			rc := srv.Client()
+			deadline := time.Now().Add(3 * time.Second)
+			for n, _ := rc.Exists(context.Background(), "tokenbroker:{"+a.b.creds["fw"].key+"}:rec").Result(); n == 0; n, _ = rc.Exists(context.Background(), "tokenbroker:{"+a.b.creds["fw"].key+"}:rec").Result() {
+				if time.Now().After(deadline) {
+					t.Fatal("records not put back within 3s of Redis restarting empty")
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
 		deadline := time.Now().Add(5 * time.Second) // 2.5 token lifetimes
 		for time.Now().Before(deadline) {
 			for _, m := range []*fleetMember{a, b, c} {

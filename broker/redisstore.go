@@ -165,22 +165,39 @@ func (l *redisLease) Release(ctx context.Context) error {
 	return err
 }
 
-// Watch implements Watcher: it calls fn with each key another broker saved.
-// go-redis resubscribes after a lost connection by itself; events sent while
-// disconnected are lost, which waiting brokers cover with a bounded
-// fallback read.
+// Watch implements Watcher: it calls fn with each key another broker saved,
+// and with "" after a reconnection, when events may have been missed (the
+// broker then re-reads every credential, which also puts local records back
+// into a Redis that restarted empty).
 func (s *RedisStore) Watch(ctx context.Context, fn func(key string)) error {
 	ps := s.c.Subscribe(ctx, s.channel())
 	defer ps.Close()
-	ch := ps.Channel()
+	// Receive does not watch ctx: closing the subscription unblocks it.
+	defer context.AfterFunc(ctx, func() { ps.Close() })()
+	subscribed, wait := false, 50*time.Millisecond
 	for {
-		select {
-		case <-ctx.Done():
+		msg, err := ps.Receive(ctx)
+		if ctx.Err() != nil {
 			return nil
-		case m, ok := <-ch:
-			if !ok {
-				return errors.New("redis: event subscription closed")
+		}
+		if err != nil {
+			// go-redis reconnects and resubscribes on the next Receive.
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(wait):
 			}
+			wait = min(2*wait, 2*time.Second)
+			continue
+		}
+		wait = 50 * time.Millisecond
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if subscribed {
+				fn("")
+			}
+			subscribed = true
+		case *redis.Message:
 			fn(m.Payload)
 		}
 	}

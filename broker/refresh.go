@@ -251,19 +251,29 @@ func (b *Broker) awaitPeer(ctx context.Context, c *cred) error {
 	return errAdopted
 }
 
-// peerChanged is called by a Watcher store when another broker wrote key.
+// peerChanged is called by a Watcher store when another broker wrote key,
+// or with "" when every credential must be read again.
 func (b *Broker) peerChanged(key string) {
-	c := b.byKey[key]
-	if c == nil {
+	if key == "" {
+		for _, c := range b.creds {
+			b.peerChangedCred(c)
+		}
 		return
 	}
+	if c := b.byKey[key]; c != nil {
+		b.peerChangedCred(c)
+	}
+}
+
+func (b *Broker) peerChangedCred(c *cred) {
 	c.mu.Lock()
 	close(c.changed)
 	c.changed = make(chan struct{})
 	c.mu.Unlock()
-	if _, err := b.adoptStored(b.ctx, c); err == nil {
+	if adopted, err := b.adoptStored(b.ctx, c); err == nil && adopted {
 		c.mu.Lock()
 		next := b.refreshPoint(&c.tok, time.Now())
+		c.nextRefresh = next
 		c.mu.Unlock()
 		b.sched.schedule(c, next)
 	}
