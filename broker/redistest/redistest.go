@@ -24,6 +24,7 @@ type Server struct {
 	cmd   *exec.Cmd
 	done  chan struct{}
 	extra []string
+	tls   bool // TLS only: readiness is a handshake, not a PING
 }
 
 // Start runs a redis-server and waits until it answers PING. The test's
@@ -51,7 +52,11 @@ func freePort(t testing.TB) int {
 
 func (s *Server) launch() {
 	s.t.Helper()
-	args := []string{"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
+	port := strconv.Itoa(s.port)
+	if s.tls {
+		port = "0"
+	}
+	args := []string{"--port", port, "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--dir", s.dir, "--protected-mode", "no", "--loglevel", "warning"}
 	if len(s.extra) > 0 && s.extra[0] == "--sentinel-conf" {
 		// A sentinel takes its config file first and rewrites it.
@@ -67,8 +72,14 @@ func (s *Server) launch() {
 	go func(cmd *exec.Cmd, done chan struct{}) { _ = cmd.Wait(); close(done) }(s.cmd, s.done)
 	c := redis.NewClient(&redis.Options{Addr: s.Addr(), MaxRetries: -1})
 	defer c.Close()
+	ready := func() bool {
+		if s.tls {
+			return tlsReady(s.Addr())
+		}
+		return c.Ping(context.Background()).Err() == nil
+	}
 	deadline := time.Now().Add(10 * time.Second)
-	for c.Ping(context.Background()).Err() != nil {
+	for !ready() {
 		select {
 		case <-s.done:
 			s.t.Fatalf("redis-server on port %d exited at start", s.port)

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/tokenbroker/tokenbroker/broker/redistest"
 	"github.com/tokenbroker/tokenbroker/sources/oauthtest"
 )
@@ -113,4 +115,32 @@ func TestFleetOfDaemons(t *testing.T) {
 		}
 	}
 	d2.kill()
+}
+
+// rediss:// with TOKENBROKER_REDIS_CA_FILE reaches a TLS-only Redis; without
+// the CA the certificate is refused.
+func TestRedisTLSConfig(t *testing.T) {
+	srv := redistest.StartTLS(t)
+	base := []string{"TOKENBROKER_CREDENTIALS=a", "TOKENBROKER_A_CLIENT_ID=id", "TOKENBROKER_A_CLIENT_SECRET=s",
+		"TOKENBROKER_A_TOKEN_URL=https://auth.example.com/token", "TOKENBROKER_STATE_DIR=" + t.TempDir(),
+		"TOKENBROKER_SOCKET=/tmp/tb-tls.sock", "TOKENBROKER_REDIS_URL=rediss://" + srv.Addr()}
+	for _, withCA := range []bool{true, false} {
+		env := base
+		if withCA {
+			env = append(env, "TOKENBROKER_REDIS_CA_FILE="+srv.CAFile)
+		}
+		cfg, err := loadConfig(env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc := redis.NewUniversalClient(cfg.Redis)
+		err = rc.Ping(context.Background()).Err()
+		rc.Close()
+		if withCA && err != nil {
+			t.Errorf("with the CA file: %v", err)
+		}
+		if !withCA && err == nil {
+			t.Error("without the CA file the self-signed certificate was accepted")
+		}
+	}
 }
