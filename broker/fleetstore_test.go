@@ -3,12 +3,10 @@ package broker
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"testing"
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker/redistest"
-	"github.com/tokenbroker/tokenbroker/sources"
 	"github.com/tokenbroker/tokenbroker/sources/oauthtest"
 )
 
@@ -20,17 +18,12 @@ type fleetMember struct {
 
 func startMember(t *testing.T, dir string, srv *redistest.Server, p *oauthtest.Provider, seed string) *fleetMember {
 	t.Helper()
-	d, _ := sources.Preset("firework", sources.RefreshToken)
-	d.TokenURL = p.TokenURL(oauthtest.Firework)
-	e := &sources.Endpoint{Dialect: d, HTTP: &http.Client{Timeout: 5 * time.Second}, Client: sources.Client{ID: "fw", RedirectURI: "http://127.0.0.1/cb"}}
 	local, err := OpenFileStore(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	store := &FleetStore{Local: local, Shared: newRedisStore(t, srv, 2*time.Second), Logger: quiet}
-	b, err := New(Options{Store: store, Logger: quiet, PeerWait: 300 * time.Millisecond}, []Credential{{
-		Name: "fw", Provider: "firework", Source: &sources.RefreshTokenSource{Endpoint: e},
-		Fingerprint: "fp", InitialRefreshToken: sources.NewSecret(seed)}})
+	b, err := New(Options{Store: store, Logger: quiet, PeerWait: 300 * time.Millisecond}, []Credential{fleetCred(p, seed)})
 	if err != nil {
 		t.Fatal(err)
 	}
