@@ -44,11 +44,13 @@ func TestFleetOfDaemons(t *testing.T) {
 	c1 := httpOver(sock1)
 	_, first, _ := get(t, c1, "/v1/tokens/livepush")
 	before := p.Stats().TokenRequests
+	joined := time.Now()
 	d2 := startDaemon(t, environ2, sock2, logs)
 	c2 := httpOver(sock2)
 	if status, h, _ := get(t, c2, "/v1/tokens/livepush"); status != 200 || h.AccessToken != first.AccessToken {
 		t.Errorf("joining daemon: status %d, same token %v; want 200 and the fleet's token", status, h.AccessToken == first.AccessToken)
 	}
+	t.Logf("joining daemon: first handout %v after its process started (binary built with -race)", time.Since(joined).Round(time.Millisecond))
 	if got := p.Stats().TokenRequests; got != before {
 		t.Errorf("the joining daemon made %d provider requests; want 0", got-before)
 	}
