@@ -110,8 +110,10 @@ func appendJSONString(dst []byte, s string) []byte {
 }
 
 // writeError answers status with {"error":code,"error_description":desc}.
-func writeError(w http.ResponseWriter, status int, code, desc string) {
+// It returns status, for the caller's metrics.
+func writeError(w http.ResponseWriter, status int, code, desc string) int {
 	writeErrorExtra(w, status, code, desc, nil)
+	return status
 }
 
 // writeErrorExtra is writeError with extra members appended by extra.

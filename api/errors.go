@@ -57,36 +57,36 @@ func echo(s string) string {
 
 const nameRule = "names are 1 to 64 characters of a-z, 0-9, '_' and '-'"
 
-func invalidName(w http.ResponseWriter, name string) {
+func invalidName(w http.ResponseWriter, name string) int {
 	desc := "the credential name is empty: " + nameRule
 	if name != "" {
 		desc = fmt.Sprintf("%q is not a valid credential name (%d bytes): %s", echo(name), len(name), nameRule)
 	}
-	writeError(w, http.StatusBadRequest, "invalid_name", desc)
+	return writeError(w, http.StatusBadRequest, "invalid_name", desc)
 }
 
 // brokerError answers for an error from Broker.Token or Broker.Refresh
 // (refresh tells which) about the valid credential name. The description
 // says what failed and what to do; it never holds a secret, since broker
-// errors carry none.
-func (s *Server) brokerError(w http.ResponseWriter, name string, err error, refresh bool) {
+// errors carry none. It returns the status it answered.
+func (s *Server) brokerError(w http.ResponseWriter, name string, err error, refresh bool) int {
 	var ue *broker.UnavailableError
 	switch {
 	case errors.Is(err, broker.ErrUnknownCredential):
-		writeError(w, http.StatusNotFound, "unknown_credential", fmt.Sprintf(
+		return writeError(w, http.StatusNotFound, "unknown_credential", fmt.Sprintf(
 			"no credential is named %q: check the name against GET /v1/credentials or the broker's configuration", name))
 	case errors.As(err, &ue):
 		if !ue.RetryAt.IsZero() {
 			w.Header().Set("Retry-After", strconv.Itoa(retryAfter(ue.RetryAt, time.Now())))
 		}
-		writeError(w, http.StatusServiceUnavailable, "token_unavailable", ue.Error()+"; "+ue.Advice())
+		return writeError(w, http.StatusServiceUnavailable, "token_unavailable", ue.Error()+"; "+ue.Advice())
 	case refresh:
 		// The provider or the store failed; the broker has logged why.
-		writeError(w, http.StatusBadGateway, "refresh_failed", fmt.Sprintf(
+		return writeError(w, http.StatusBadGateway, "refresh_failed", fmt.Sprintf(
 			"credential %q: %v; %s", name, err, sources.Advice(err)))
 	default:
 		// The caller gave up, or the broker is shutting down.
-		writeError(w, http.StatusServiceUnavailable, "token_unavailable", fmt.Sprintf(
+		return writeError(w, http.StatusServiceUnavailable, "token_unavailable", fmt.Sprintf(
 			"credential %q: %v; ask again shortly", name, err))
 	}
 }

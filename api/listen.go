@@ -77,6 +77,12 @@ func Listen(opts Options) (net.Listener, error) {
 	}
 	// The bind name goes with priv; Close removes the real path itself.
 	ul.SetUnlinkOnClose(false)
+	if opts.GID > 0 {
+		if err := os.Lchown(tmp, -1, opts.GID); err != nil {
+			ul.Close()
+			return nil, fmt.Errorf("socket %s: giving it group %d: %w (the broker's user must belong to that group; check TOKENBROKER_SOCKET_GROUP)", path, opts.GID, err)
+		}
+	}
 	if err := os.Chmod(tmp, mode); err != nil {
 		ul.Close()
 		return nil, fmt.Errorf("socket %s: %w", path, err)

@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path"
+	"strconv"
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker"
@@ -37,6 +39,14 @@ type Options struct {
 	Logger *slog.Logger // default slog.Default()
 	// Version is reported by /healthz when set.
 	Version string
+	// Metrics, when set, are counted and served at GET /metrics.
+	Metrics *Metrics
+	// GID is the socket file's group; 0 leaves the broker's own. Set it so
+	// a group's members may connect (with Mode 0660).
+	GID int
+	// Access says, by credential name, who may fetch its token; a name
+	// missing here is open to every caller that can connect.
+	Access map[string]Access
 }
 
 // DefaultMode is the socket's mode when Options.Mode is 0.
@@ -57,6 +67,10 @@ type Server struct {
 	b       Broker
 	log     *slog.Logger
 	version string
+	metrics *Metrics
+	access  map[string]Access
+	peers   peers
+	limits  limiter
 	handler http.Handler
 	srv     *http.Server
 }
@@ -68,8 +82,11 @@ func NewServer(b Broker, opts Options) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Server{b: b, log: log, version: opts.Version}
-	s.handler = chain(s.routes(), logAccess(log), recoverPanics(log))
+	s := &Server{b: b, log: log, version: opts.Version, metrics: opts.Metrics, access: opts.Access}
+	if s.metrics != nil {
+		s.metrics.track(b)
+	}
+	s.handler = chain(s.routes(), logAccess(log), recoverPanics(log), requireHeader)
 	s.srv = &http.Server{
 		Handler:           s.handler,
 		ReadHeaderTimeout: ReadHeaderTimeout,
@@ -77,6 +94,8 @@ func NewServer(b Broker, opts Options) *Server {
 		WriteTimeout:      WriteTimeout,
 		IdleTimeout:       IdleTimeout,
 		MaxHeaderBytes:    MaxHeaderBytes,
+		ConnContext:       s.peers.connContext,
+		ConnState:         s.peers.connState,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	return s
@@ -115,6 +134,7 @@ var endpoints = []string{
 	"POST /v1/tokens/{name}/refresh",
 	"GET /v1/credentials",
 	"GET /healthz",
+	"GET /metrics",
 }
 
 func (s *Server) routes() http.Handler {
@@ -123,6 +143,10 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("POST /v1/tokens/{name}/refresh", s.refresh)
 	mux.HandleFunc("GET /v1/credentials", s.credentials)
 	mux.HandleFunc("GET /healthz", s.healthz)
+	if s.metrics != nil {
+		mux.Handle("GET /metrics", s.metrics.Handler())
+		mux.Handle("/metrics", methodNotAllowed("GET, HEAD"))
+	}
 	// The same paths without a method: every other method gets a JSON 405
 	// rather than ServeMux's plain-text one.
 	mux.Handle("/v1/tokens/{name}", methodNotAllowed("GET, HEAD"))
@@ -168,15 +192,19 @@ func cleanPath(p string) string {
 func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	if !validName(name) {
-		invalidName(w, name)
+		s.metrics.handout("", invalidName(w, name))
+		return
+	}
+	if !s.allowed(w, r, name, "fetch its token") {
 		return
 	}
 	h, err := s.b.Token(r.Context(), name)
 	if err != nil {
-		s.brokerError(w, name, err, false)
+		s.metrics.handout(name, s.brokerError(w, name, err, false))
 		return
 	}
 	writeHandout(w, h, time.Now())
+	s.metrics.handout(name, http.StatusOK)
 }
 
 // refresh answers POST /v1/tokens/{name}/refresh.
@@ -184,6 +212,20 @@ func (s *Server) refresh(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	if !validName(name) {
 		invalidName(w, name)
+		return
+	}
+	if !s.allowed(w, r, name, "refresh it") {
+		return
+	}
+	uid := selfUID
+	if p := PeerFrom(r.Context()); p != nil {
+		uid = p.UID
+	}
+	if ok, wait := s.limits.allowRefresh(name, uid, time.Now()); !ok {
+		w.Header().Set("Retry-After", strconv.Itoa(retryAfter(time.Now().Add(wait), time.Now())))
+		writeError(w, http.StatusTooManyRequests, "refresh_limited", fmt.Sprintf(
+			"credential %q: a refresh was forced less than %s ago, or this caller forces refreshes too often; the token in hand is fresh, fetch it with GET %s%s",
+			name, RefreshCooldown, tokensPrefix, name))
 		return
 	}
 	if err := s.b.Refresh(r.Context(), name); err != nil {

@@ -121,8 +121,15 @@ func handler(t testing.TB, b api.Broker) http.Handler {
 
 func serveHTTP(h http.Handler, method, target string) *httptest.ResponseRecorder {
 	w := httptest.NewRecorder()
-	h.ServeHTTP(w, httptest.NewRequest(method, target, nil))
+	h.ServeHTTP(w, newRequest(method, target))
 	return w
+}
+
+// newRequest is a request as the CLI and the client library send it.
+func newRequest(method, target string) *http.Request {
+	r := httptest.NewRequest(method, target, nil)
+	r.Header.Set("X-Tokenbroker", "1")
+	return r
 }
 
 type errorBody struct {
@@ -376,7 +383,7 @@ func TestRefresh(t *testing.T) {
 func TestPanicRecovered(t *testing.T) {
 	var logs bytes.Buffer
 	h := api.NewServer(newFake(), api.Options{Logger: slog.New(slog.NewJSONHandler(&logs, nil))}).Handler()
-	r := httptest.NewRequest("GET", "/v1/tokens/panic", nil)
+	r := newRequest("GET", "/v1/tokens/panic")
 	r.Header.Set("Authorization", "Bearer request-secret")
 	w := httptest.NewRecorder()
 	h.ServeHTTP(w, r)
@@ -644,7 +651,7 @@ func checkFuzzAnswer(t *testing.T, h http.Handler, r *http.Request) {
 func BenchmarkHandout(b *testing.B) {
 	h := handler(b, newFake())
 	b.Run("recorder", func(b *testing.B) {
-		r := httptest.NewRequest("GET", "/v1/tokens/svc", nil)
+		r := newRequest("GET", "/v1/tokens/svc")
 		b.ReportAllocs()
 		for b.Loop() {
 			w := httptest.NewRecorder()
@@ -656,7 +663,7 @@ func BenchmarkHandout(b *testing.B) {
 	})
 	// A reused ResponseWriter, to show what the handler itself costs.
 	b.Run("handler", func(b *testing.B) {
-		r := httptest.NewRequest("GET", "/v1/tokens/svc", nil)
+		r := newRequest("GET", "/v1/tokens/svc")
 		w := &discardWriter{h: http.Header{}}
 		b.ReportAllocs()
 		for b.Loop() {

@@ -55,6 +55,8 @@ type Options struct {
 	// PeerWait bounds how long a broker that lost the refresh lock waits
 	// for the holder's result before reading the store again.
 	PeerWait time.Duration // default 2s
+	// Observer receives refresh events, for metrics.
+	Observer Observer // default: none
 }
 
 func (o *Options) defaults() {
@@ -84,6 +86,9 @@ func (o *Options) defaults() {
 	}
 	if o.PeerWait <= 0 {
 		o.PeerWait = 2 * time.Second
+	}
+	if o.Observer == nil {
+		o.Observer = noObserver{}
 	}
 }
 

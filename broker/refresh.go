@@ -56,6 +56,7 @@ func (b *Broker) runRefresh(ctx context.Context, c *cred) {
 	}
 	now := time.Now()
 	var next time.Time
+	result := ResultOK
 	c.mu.Lock()
 	c.lastErr = err
 	switch {
@@ -63,14 +64,21 @@ func (b *Broker) runRefresh(ctx context.Context, c *cred) {
 		c.failures = 0
 		c.state = StateOK
 		next = b.refreshPoint(&c.tok, now)
+		if adopted {
+			result = ResultAdopted
+		}
 	case errors.Is(err, ErrLockHeld):
 		// A peer is refreshing: not a failure, look again shortly.
 		next = now.Add(b.opts.PeerWait)
+		result = ResultPeer
 	case errors.Is(err, sources.ErrReauthorize):
 		c.state = StateReauthorize
+		result = ResultReauthorize
 	case errors.Is(err, sources.ErrRejected):
 		c.state = StateRejected
+		result = ResultRejected
 	default:
+		result = ResultTransient
 		c.failures++
 		if c.state != StateOK || !c.tok.Valid(now, 0) {
 			c.state = StateRetrying
@@ -86,6 +94,7 @@ func (b *Broker) runRefresh(ctx context.Context, c *cred) {
 	state, failures, exp := c.state, c.failures, c.tok.Expiry
 	c.mu.Unlock()
 	b.sched.schedule(c, next)
+	b.opts.Observer.Refreshed(c.Name, c.Provider, result, now.Sub(start))
 
 	switch {
 	case adopted:
@@ -106,7 +115,9 @@ func (b *Broker) runRefresh(ctx context.Context, c *cred) {
 // refresh obtains a new token for c from its source, under the store's lock,
 // and writes it durably before anyone is handed the new access token.
 func (b *Broker) refresh(ctx context.Context, c *cred) error {
+	lockStart := time.Now()
 	lease, err := b.opts.Store.Lock(ctx, c.key)
+	b.opts.Observer.LockWaited(c.Name, time.Since(lockStart), lockOutcome(err))
 	switch {
 	case errors.Is(err, ErrLockHeld):
 		return b.awaitPeer(ctx, c)
@@ -157,6 +168,16 @@ func (b *Broker) refresh(ctx context.Context, c *cred) error {
 	c.unsaved = true
 	c.mu.Unlock()
 	return b.save(ctx, c, rec)
+}
+
+func lockOutcome(err error) string {
+	switch {
+	case err == nil:
+		return "acquired"
+	case errors.Is(err, ErrLockHeld):
+		return "held"
+	}
+	return "error"
 }
 
 // mayRefreshUnlocked decides whether c may be refreshed while the shared

@@ -15,10 +15,14 @@ import (
 
 // Client is the OAuth client the broker acts as.
 type Client struct {
-	ID          string
-	Secret      Secret
-	RedirectURI string
-	Scopes      []string
+	ID     string
+	Secret Secret
+	// PreviousSecret, when set, is tried once when the provider answers
+	// invalid_client to Secret: a fleet rolling to a new secret keeps
+	// working while the provider accepts both.
+	PreviousSecret Secret
+	RedirectURI    string
+	Scopes         []string
 }
 
 // Endpoint sends token requests for one credential in its provider's Dialect.

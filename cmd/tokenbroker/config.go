@@ -38,6 +38,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/oauth2"
 
+	"github.com/tokenbroker/tokenbroker/api"
 	"github.com/tokenbroker/tokenbroker/api/client"
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/sources"
@@ -67,6 +68,16 @@ type Config struct {
 	// none means plaintext storage.
 	EncryptionKeys []broker.SealKey
 
+	// MetricsAddr, when set, serves /metrics over TCP there too.
+	MetricsAddr string
+	// SocketMode is the socket's mode (0 means api.DefaultMode); SocketGID
+	// its group (0 means the broker's).
+	SocketMode os.FileMode
+	SocketGID  int
+	// Access is the default for who may fetch tokens; a credential's own
+	// lists replace it.
+	Access api.Access
+
 	Credentials []CredentialConfig
 	// Warnings are problems that do not stop the broker, one line each,
 	// naming the variable. loadConfig fills them even when it fails.
@@ -84,6 +95,9 @@ type CredentialConfig struct {
 
 	Password     sources.Secret
 	RefreshToken sources.Secret // the operator's initial refresh token
+	// Access says who may fetch this credential's token (the global lists
+	// unless its own are set).
+	Access api.Access
 	// Sources says where each secret came from, keyed by setting
 	// (CLIENT_SECRET, REFRESH_TOKEN, PASSWORD): the variable's name, or the
 	// file's path and the variable that named it. Never the value.
@@ -122,6 +136,7 @@ var globalVars = []string{
 	varRefreshAt, varRequestTimeout, varHandoutWait, varBackoffMax, varProviderConcurrency,
 	varRedisURL, varRedisPrefix, varEncryptionKey, varEncryptionKey + fileSuffix,
 	varRedisAddrs, varRedisSentinelMaster, varRedisUsername, varRedisPassword, varRedisPassword + fileSuffix, varRedisCAFile,
+	varMetricsAddr, varSocketMode, varSocketGroup, varAllowUIDs, varAllowGIDs,
 }
 
 // Per-credential settings, by suffix after TOKENBROKER_<NAME>_.
@@ -146,11 +161,12 @@ const (
 	sfxRefreshSendsSecret = "REFRESH_SENDS_SECRET"
 	sfxRefreshSendsRedir  = "REFRESH_SENDS_REDIRECT_URI"
 	sfxDefaultLifetime    = "DEFAULT_LIFETIME"
+	sfxPreviousSecret     = "CLIENT_SECRET_PREVIOUS"
 	fileSuffix            = "_FILE"
 )
 
 // secretSettings may also be given as a file, with fileSuffix.
-var secretSettings = []string{sfxClientSecret, sfxRefreshToken, sfxPassword}
+var secretSettings = []string{sfxClientSecret, sfxRefreshToken, sfxPassword, sfxPreviousSecret}
 
 var credentialSettings = []string{
 	sfxProvider, sfxGrant, sfxTokenURL, sfxClientID, sfxClientSecret, sfxScopes,
@@ -158,6 +174,7 @@ var credentialSettings = []string{
 	sfxMethod, sfxParams, sfxClientAuth, sfxScopeSeparator, sfxHeaders, sfxLifetimeField,
 	sfxTokenTypes, sfxRefreshSendsSecret, sfxRefreshSendsRedir, sfxDefaultLifetime,
 	sfxClientSecret + fileSuffix, sfxRefreshToken + fileSuffix, sfxPassword + fileSuffix,
+	sfxPreviousSecret, sfxPreviousSecret + fileSuffix, varAllowUIDs, varAllowGIDs,
 }
 
 // Limits.
@@ -278,11 +295,17 @@ func loadConfig(environ []string) (Config, error) {
 	}
 
 	loadEncryptionKeys(p, vars, &c)
+	loadAccess(p, vars, &c)
 
 	names := parseNames(p, vars[envPrefix+varCredentials])
 	owned := partition(p, vars, names)
 	for _, n := range names {
 		if cc, ok := loadCredential(p, owned[n]); ok {
+			if a := readAccess(p, vars, owned[n].prefix); a.Set {
+				cc.Access = a
+			} else {
+				cc.Access = c.Access
+			}
 			c.Credentials = append(c.Credentials, cc)
 		}
 	}
@@ -590,9 +613,13 @@ func loadCredential(p *problems, v *credentialVars) (cc CredentialConfig, ok boo
 
 	// Secrets and the user.
 	clientSecret := readSecret(p, v, sfxClientSecret)
+	previous := readSecret(p, v, sfxPreviousSecret)
 	refresh := readSecret(p, v, sfxRefreshToken)
 	password := readSecret(p, v, sfxPassword)
-	for _, rs := range []readSecretResult{clientSecret, refresh, password} {
+	if previous.state == secretSet && clientSecret.state == secretUnset {
+		p.errorf(previous.variable, "set without %s; the previous secret is only tried after the current one is refused, so set the current one too", v.varName(sfxClientSecret))
+	}
+	for _, rs := range []readSecretResult{clientSecret, previous, refresh, password} {
 		if rs.state == secretSet {
 			cc.Sources[rs.setting] = rs.from
 		}
@@ -662,6 +689,7 @@ func loadCredential(p *problems, v *credentialVars) (cc CredentialConfig, ok boo
 
 	// Client.
 	cc.Client.Secret = clientSecret.value
+	cc.Client.PreviousSecret = previous.value
 	if s, set := v.get(sfxClientID); set {
 		cc.Client.ID = s
 		if hasControl(s) {
@@ -1120,6 +1148,10 @@ func writeCheck(w io.Writer, c Config) {
 		}
 		row("", "encryption", "AES-256-GCM, sealing with key %q, opening with %s", ids[0], strings.Join(ids, ", "))
 	}
+	row("", "socket access", "mode %04o%s; callers: %s", cmp.Or(c.SocketMode, api.DefaultMode), socketGroupNote(c.SocketGID), c.Access)
+	if c.MetricsAddr != "" {
+		row("", "metrics", "http://%s/metrics (and /metrics on the socket)", c.MetricsAddr)
+	}
 	if c.Redis == nil {
 		row("", "store", "%s", "embedded (state dir only; set TOKENBROKER_REDIS_URL for a fleet)")
 	} else {
@@ -1177,6 +1209,12 @@ func writeCheck(w io.Writer, c Config) {
 		}
 		row(in, "client id", "%s", printable(cc.Client.ID))
 		row(in, "client secret", "%s", secretLine(cc.Client.Secret, cc.Sources[sfxClientSecret]))
+		if !cc.Client.PreviousSecret.IsZero() {
+			row(in, "previous secret", "%s, tried once when the current one is refused", secretLine(cc.Client.PreviousSecret, cc.Sources[sfxPreviousSecret]))
+		}
+		if cc.Access.Set {
+			row(in, "callers", "%s", cc.Access)
+		}
 		row(in, "scopes", "%s", printable(cmp.Or(strings.Join(cc.Client.Scopes, " "), "(none)")))
 		if cc.Client.RedirectURI != "" {
 			row(in, "redirect URI", "%s", printable(cc.Client.RedirectURI))

@@ -212,7 +212,15 @@ func TestDaemonEndToEnd(t *testing.T) {
 		t.Errorf("odd name: %d %q; want 400", status, h.Error)
 	}
 
-	resp, err := c.Get("http://tokenbroker/v1/credentials")
+	// Without the header (a proxy or a browser would not send it): refused.
+	if resp, err := c.Get("http://tokenbroker/v1/tokens/firework"); err != nil || resp.StatusCode != 400 {
+		t.Errorf("GET without X-Tokenbroker: %v %v; want 400 header_required", err, resp)
+	} else {
+		resp.Body.Close()
+	}
+	req, _ := http.NewRequest(http.MethodGet, "http://tokenbroker/v1/credentials", nil)
+	req.Header.Set("X-Tokenbroker", "1")
+	resp, err := c.Do(req)
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("GET /v1/credentials: %v", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 
 	"github.com/redis/go-redis/v9"
@@ -44,11 +45,13 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func()) erro
 		log.Warn("STORAGE IS PLAINTEXT: refresh tokens are written unencrypted; set TOKENBROKER_ENCRYPTION_KEY")
 	}
 	local.Sealer = sealer
+	metrics := api.NewMetrics(version)
 	var store broker.Store = local
 	if cfg.Redis != nil {
 		redis.SetLogger(redisLog{log})
 		rc := redis.NewUniversalClient(cfg.Redis)
 		defer rc.Close()
+		rc.AddHook(redisErrors{metrics})
 		shared, err := broker.NewRedisStore(broker.RedisOptions{Client: rc, Prefix: cfg.RedisPrefix, Sealer: sealer})
 		if err != nil {
 			return err
@@ -75,6 +78,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func()) erro
 		RequestTimeout:      cfg.RequestTimeout,
 		BackoffMax:          cfg.BackoffMax,
 		ProviderConcurrency: cfg.ProviderConcurrency,
+		Observer:            metrics,
 	}, creds)
 	if err != nil {
 		return err
@@ -84,14 +88,27 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func()) erro
 	}
 	defer b.Close()
 
-	apiOpts := api.Options{Path: cfg.Socket, Logger: log, Version: version}
+	access := map[string]api.Access{}
+	for _, cc := range cfg.Credentials {
+		access[cc.Name] = cc.Access
+	}
+	apiOpts := api.Options{Path: cfg.Socket, Mode: cfg.SocketMode, GID: cfg.SocketGID, Logger: log,
+		Version: version, Metrics: metrics, Access: access}
 	ln, err := api.Listen(apiOpts)
 	if err != nil {
 		return err
 	}
 	srv := api.NewServer(b, apiOpts)
-	served := make(chan error, 1)
+	served := make(chan error, 2)
 	go func() { served <- srv.Serve(ln) }()
+	if cfg.MetricsAddr != "" {
+		ms, err := serveMetrics(cfg.MetricsAddr, metrics, served)
+		if err != nil {
+			return err
+		}
+		defer ms.Close()
+		log.Info("serving metrics", "addr", cfg.MetricsAddr)
+	}
 	log.Info("tokenbroker serving", "socket", cfg.Socket, "state_dir", cfg.StateDir,
 		"credentials", len(creds), "version", version)
 	if ready != nil {
@@ -114,6 +131,48 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func()) erro
 	}
 	log.Info("tokenbroker stopped")
 	return nil
+}
+
+// serveMetrics serves /metrics, and nothing else, on a TCP address.
+func serveMetrics(addr string, m *api.Metrics, errs chan<- error) (*http.Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics address %s (TOKENBROKER_METRICS_ADDR): %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", m.Handler())
+	ms := &http.Server{Handler: mux, ReadHeaderTimeout: api.ReadHeaderTimeout, IdleTimeout: api.IdleTimeout}
+	go func() {
+		if err := ms.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errs <- fmt.Errorf("metrics: %w", err)
+		}
+	}()
+	return ms, nil
+}
+
+// redisErrors counts failed Redis commands; a missing key is an answer.
+type redisErrors struct{ m *api.Metrics }
+
+func (redisErrors) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h redisErrors) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if err != nil && !errors.Is(err, redis.Nil) {
+			h.m.RedisError()
+		}
+		return err
+	}
+}
+
+func (h redisErrors) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		if err != nil && !errors.Is(err, redis.Nil) {
+			h.m.RedisError()
+		}
+		return err
+	}
 }
 
 // redisLog sends go-redis's own messages (reconnects, failovers) to our log.

@@ -1,0 +1,180 @@
+package api
+
+import (
+	"net/http"
+	"runtime"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tokenbroker/tokenbroker/broker"
+)
+
+// Metrics are the broker's Prometheus metrics. It is a broker.Observer (pass
+// it as broker.Options.Observer) and serves /metrics once given to a
+// Server. Labels are credential names, providers, results and status codes:
+// never a secret, and never a name a caller made up.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	handouts     *prometheus.CounterVec
+	refreshes    *prometheus.CounterVec
+	refreshTime  *prometheus.HistogramVec
+	lockWait     *prometheus.HistogramVec
+	redisErrors  prometheus.Counter
+	accessDenied *prometheus.CounterVec
+
+	// byName holds the hot path's counters, made once per credential so a
+	// handout counts with one map read and an atomic add.
+	byName map[string]*handoutCounters
+}
+
+type handoutCounters struct{ ok, unavailable prometheus.Counter }
+
+// NewMetrics returns the broker's metrics, with Go runtime, process and
+// build-info collectors. version labels tokenbroker_build_info.
+func NewMetrics(version string) *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		handouts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenbroker_handouts_total",
+			Help: "Token requests answered, by credential and HTTP status code (credential is empty for unknown names).",
+		}, []string{"credential", "code"}),
+		refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenbroker_refreshes_total",
+			Help: "Refresh attempts by credential and result (ok, adopted, peer, transient, reauthorize, rejected).",
+		}, []string{"credential", "result"}),
+		refreshTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "tokenbroker_refresh_duration_seconds",
+			Help:    "Time a refresh attempt took, lock and provider request included, by provider.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"provider"}),
+		lockWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "tokenbroker_lock_wait_seconds",
+			Help:    "Time taken to take the refresh lock, by outcome (acquired, held, error).",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"outcome"}),
+		redisErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tokenbroker_redis_errors_total",
+			Help: "Redis commands that failed (a missing key is not a failure).",
+		}),
+		accessDenied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenbroker_access_denied_total",
+			Help: "Requests refused by the socket's access rules, by credential.",
+		}, []string{"credential"}),
+		byName: map[string]*handoutCounters{},
+	}
+	build := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "tokenbroker_build_info",
+		Help:        "Always 1; labels name the running build.",
+		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()},
+	})
+	build.Set(1)
+	m.reg.MustRegister(m.handouts, m.refreshes, m.refreshTime, m.lockWait, m.redisErrors, m.accessDenied, build,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Refreshed implements broker.Observer.
+func (m *Metrics) Refreshed(credential, provider string, result broker.Result, d time.Duration) {
+	m.refreshes.WithLabelValues(credential, string(result)).Inc()
+	m.refreshTime.WithLabelValues(provider).Observe(d.Seconds())
+}
+
+// LockWaited implements broker.Observer.
+func (m *Metrics) LockWaited(_ string, d time.Duration, outcome string) {
+	m.lockWait.WithLabelValues(outcome).Observe(d.Seconds())
+}
+
+// RedisError counts one failed Redis command.
+func (m *Metrics) RedisError() { m.redisErrors.Inc() }
+
+// Handler serves the metrics in the Prometheus exposition format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorLog: nil})
+}
+
+// track registers b's per-credential state and makes the handout counters.
+// A Server calls it once.
+func (m *Metrics) track(b Broker) {
+	for _, st := range b.Status() {
+		m.byName[st.Name] = &handoutCounters{
+			ok:          m.handouts.WithLabelValues(st.Name, "200"),
+			unavailable: m.handouts.WithLabelValues(st.Name, "503"),
+		}
+		for _, r := range []broker.Result{broker.ResultOK, broker.ResultTransient} {
+			m.refreshes.WithLabelValues(st.Name, string(r)) // exported at 0 from the start
+		}
+	}
+	m.reg.MustRegister(&statusCollector{b: b})
+}
+
+// handout counts one answer to a token request.
+func (m *Metrics) handout(name string, code int) {
+	if m == nil {
+		return
+	}
+	hc := m.byName[name]
+	switch {
+	case hc == nil:
+		m.handouts.WithLabelValues("", strconv.Itoa(code)).Inc()
+	case code == http.StatusOK:
+		hc.ok.Inc()
+	case code == http.StatusServiceUnavailable:
+		hc.unavailable.Inc()
+	default:
+		m.handouts.WithLabelValues(name, strconv.Itoa(code)).Inc()
+	}
+}
+
+func (m *Metrics) denied(name string) {
+	if m == nil {
+		return
+	}
+	if m.byName[name] == nil {
+		name = ""
+	}
+	m.accessDenied.WithLabelValues(name).Inc()
+}
+
+// statusCollector reads every credential's condition at scrape time.
+type statusCollector struct{ b Broker }
+
+var (
+	expiresInDesc = prometheus.NewDesc("tokenbroker_token_expires_in_seconds",
+		"Seconds until the credential's current access token expires (negative once expired; absent before the first token).",
+		[]string{"credential"}, nil)
+	stateDesc = prometheus.NewDesc("tokenbroker_credential_state",
+		"1 for the credential's current state (pending, ok, retrying, reauthorize, rejected), 0 for the others.",
+		[]string{"credential", "state"}, nil)
+	failuresDesc = prometheus.NewDesc("tokenbroker_refresh_consecutive_failures",
+		"Refresh failures in a row since the last success.", []string{"credential"}, nil)
+)
+
+var states = []broker.State{broker.StatePending, broker.StateOK, broker.StateRetrying, broker.StateReauthorize, broker.StateRejected}
+
+func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- expiresInDesc
+	ch <- stateDesc
+	ch <- failuresDesc
+}
+
+func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
+	now := time.Now()
+	for _, st := range c.b.Status() {
+		if !st.ExpiresAt.IsZero() {
+			ch <- prometheus.MustNewConstMetric(expiresInDesc, prometheus.GaugeValue, st.ExpiresAt.Sub(now).Seconds(), st.Name)
+		}
+		for _, s := range states {
+			v := 0.0
+			if st.State == s {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(stateDesc, prometheus.GaugeValue, v, st.Name, string(s))
+		}
+		ch <- prometheus.MustNewConstMetric(failuresDesc, prometheus.GaugeValue, float64(st.Failures), st.Name)
+	}
+}
