@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -33,6 +35,24 @@ type Endpoint struct {
 	HTTP *http.Client
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Log, when set, hears that the previous client secret was needed.
+	Log *slog.Logger
+
+	secrets atomic.Pointer[[2]Secret] // replaces Client's two secrets once set
+}
+
+// SetClientSecrets replaces the client secret and the previous one while
+// the endpoint is in use (an operator rotated them).
+func (e *Endpoint) SetClientSecrets(current, previous Secret) {
+	e.secrets.Store(&[2]Secret{current, previous})
+}
+
+// clientSecrets returns the current and the previous client secret.
+func (e *Endpoint) clientSecrets() (current, previous Secret) {
+	if s := e.secrets.Load(); s != nil {
+		return s[0], s[1]
+	}
+	return e.Client.Secret, e.Client.PreviousSecret
 }
 
 var defaultHTTP = &http.Client{Timeout: 30 * time.Second}
@@ -40,9 +60,30 @@ var defaultHTTP = &http.Client{Timeout: 30 * time.Second}
 // Exchange runs one token request for grant g with the grant's own params
 // (refresh_token, username, code, ...) and parses the answer. It sends the
 // request exactly once: a retry is the caller's decision.
+//
+// When the provider answers invalid_client and a previous client secret is
+// set, the request is sent once more with it: a provider authenticates the
+// client before it looks at a grant, so nothing was spent.
 func (e *Endpoint) Exchange(ctx context.Context, g Grant, params url.Values) (Token, error) {
+	current, previous := e.clientSecrets()
+	t, err := e.exchange(ctx, g, params, current)
+	var pe *ProviderError
+	if err == nil || previous.IsZero() || !errors.As(err, &pe) || pe.Code != "invalid_client" {
+		return t, err
+	}
+	t, err2 := e.exchange(ctx, g, params, previous)
+	if err2 != nil {
+		return Token{}, err // the current secret's refusal is the one to fix
+	}
+	if e.Log != nil {
+		e.Log.Warn("the provider refused the current client secret and accepted the previous one; finish the rotation at the provider, then drop the previous secret")
+	}
+	return t, nil
+}
+
+func (e *Endpoint) exchange(ctx context.Context, g Grant, params url.Values, secret Secret) (Token, error) {
 	d := &e.Dialect
-	req, err := e.request(ctx, g, params)
+	req, err := e.request(ctx, g, params, secret)
 	if err != nil {
 		return Token{}, err
 	}
@@ -67,7 +108,7 @@ func (e *Endpoint) Exchange(ctx context.Context, g Grant, params url.Values) (To
 	return d.parse(g, answer{status: resp.StatusCode, header: resp.Header, body: body}, start)
 }
 
-func (e *Endpoint) request(ctx context.Context, g Grant, params url.Values) (*http.Request, error) {
+func (e *Endpoint) request(ctx context.Context, g Grant, params url.Values, secret Secret) (*http.Request, error) {
 	d := &e.Dialect
 	v := url.Values{}
 	for k, vs := range params {
@@ -78,8 +119,8 @@ func (e *Endpoint) request(ctx context.Context, g Grant, params url.Values) (*ht
 	basic := d.ClientAuth == oauth2.AuthStyleInHeader && sendSecret
 	if !basic {
 		v.Set("client_id", e.Client.ID)
-		if sendSecret && !e.Client.Secret.IsZero() {
-			v.Set("client_secret", e.Client.Secret.Reveal())
+		if sendSecret && !secret.IsZero() {
+			v.Set("client_secret", secret.Reveal())
 		}
 	}
 	if len(e.Client.Scopes) > 0 && (g != RefreshToken || d.RefreshSendsScope) && g != AuthorizationCode {
@@ -122,7 +163,7 @@ func (e *Endpoint) request(ctx context.Context, g Grant, params url.Values) (*ht
 	}
 	if basic {
 		// RFC 6749 §2.3.1: form-encode id and secret before Basic.
-		req.SetBasicAuth(url.QueryEscape(e.Client.ID), url.QueryEscape(e.Client.Secret.Reveal()))
+		req.SetBasicAuth(url.QueryEscape(e.Client.ID), url.QueryEscape(secret.Reveal()))
 	}
 	return req, nil
 }

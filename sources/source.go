@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"sync/atomic"
 )
 
 // Source obtains a new token for one credential. prev is the token the
@@ -57,14 +58,23 @@ type PasswordSource struct {
 	Endpoint *Endpoint
 	Username string
 	Password Secret
+
+	reloaded atomic.Pointer[Secret] // replaces Password once set
 }
+
+// SetPassword replaces the password while the source is in use.
+func (s *PasswordSource) SetPassword(p Secret) { s.reloaded.Store(&p) }
 
 // Grant implements Source.
 func (s *PasswordSource) Grant() Grant { return Password }
 
 // Token implements Source.
 func (s *PasswordSource) Token(ctx context.Context, _ Token) (Token, error) {
-	return s.Endpoint.Exchange(ctx, Password, url.Values{"username": {s.Username}, "password": {s.Password.Reveal()}})
+	pw := s.Password
+	if p := s.reloaded.Load(); p != nil {
+		pw = *p
+	}
+	return s.Endpoint.Exchange(ctx, Password, url.Values{"username": {s.Username}, "password": {pw.Reveal()}})
 }
 
 // ExchangeCode trades an authorization code (and its PKCE verifier, when one

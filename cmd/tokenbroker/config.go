@@ -79,6 +79,9 @@ type Config struct {
 	Access api.Access
 
 	Credentials []CredentialConfig
+	// environ is what the configuration was read from, to read it again
+	// when secrets change.
+	environ []string
 	// Warnings are problems that do not stop the broker, one line each,
 	// naming the variable. loadConfig fills them even when it fails.
 	Warnings []string
@@ -210,6 +213,7 @@ func loadConfig(environ []string) (Config, error) {
 	uid := os.Geteuid()
 
 	c := Config{
+		environ:             environ,
 		LogLevel:            slog.LevelInfo,
 		RefreshAt:           0.85,
 		RequestTimeout:      30 * time.Second,
@@ -1087,19 +1091,21 @@ func show(s string) string {
 
 // credential builds the broker's credential: the Source for the grant over
 // an Endpoint in the credential's dialect, sending with hc.
-func (c CredentialConfig) credential(hc *http.Client) (broker.Credential, error) {
-	e := &sources.Endpoint{Dialect: c.Dialect, Client: c.Client, HTTP: hc}
+func (c CredentialConfig) credential(hc *http.Client, log *slog.Logger) (broker.Credential, *live, error) {
+	e := &sources.Endpoint{Dialect: c.Dialect, Client: c.Client, HTTP: hc, Log: log.With("credential", c.Name)}
 	src, err := sources.New(c.Grant, e, c.Username, c.Password)
 	if err != nil {
-		return broker.Credential{}, fmt.Errorf("credential %s: %w", c.Name, err)
+		return broker.Credential{}, nil, fmt.Errorf("credential %s: %w", c.Name, err)
 	}
+	l := &live{cfg: c, endpoint: e}
+	l.password, _ = src.(*sources.PasswordSource)
 	return broker.Credential{
 		Name:                c.Name,
 		Provider:            c.Provider,
 		Source:              src,
 		Fingerprint:         c.fingerprint(),
 		InitialRefreshToken: c.RefreshToken,
-	}, nil
+	}, l, nil
 }
 
 // fingerprint names what makes a credential the same one: token URL, client

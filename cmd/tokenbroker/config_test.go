@@ -277,7 +277,7 @@ func TestLoadConfigProviders(t *testing.T) {
 				t.Errorf("unexpected warnings: %q", c.Warnings)
 			}
 			tc.check(t, c.Credentials[0])
-			if _, err := c.Credentials[0].credential(nil); err != nil {
+			if _, _, err := c.Credentials[0].credential(nil, slog.New(slog.DiscardHandler)); err != nil {
 				t.Errorf("credential: %v", err)
 			}
 		})
@@ -328,7 +328,7 @@ func TestConfiguredCredentialsGetTokens(t *testing.T) {
 				env = append(env, "TOKENBROKER_X_"+kv)
 			}
 			c := mustLoad(t, baseEnv(env...))
-			bc, err := c.Credentials[0].credential(&http.Client{Timeout: 10 * time.Second})
+			bc, _, err := c.Credentials[0].credential(&http.Client{Timeout: 10 * time.Second}, slog.New(slog.DiscardHandler))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -634,7 +634,7 @@ func TestFingerprint(t *testing.T) {
 	fp := func(kv ...string) string {
 		t.Helper()
 		c := mustLoad(t, baseEnv(append(slices.Clone(kv), base...)...))
-		bc, err := c.Credentials[0].credential(nil)
+		bc, _, err := c.Credentials[0].credential(nil, slog.New(slog.DiscardHandler))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -705,7 +705,7 @@ func FuzzLoadConfig(f *testing.F) {
 		} else {
 			writeCheck(&b, c)
 			for _, cc := range c.Credentials {
-				bc, err := cc.credential(nil)
+				bc, _, err := cc.credential(nil, slog.New(slog.DiscardHandler))
 				if err != nil {
 					t.Fatalf("a loaded credential cannot be built: %v", err)
 				}

@@ -33,6 +33,9 @@ func serveCmd(environ []string, stderr io.Writer) int {
 // serve runs the daemon until ctx ends. ready, when not nil, is called once
 // the socket accepts handouts.
 func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func()) error {
+	if err := harden(); err != nil {
+		log.Warn("cannot disable core dumps; secrets could land in a core file", "err", err)
+	}
 	local, err := broker.OpenFileStore(cfg.StateDir)
 	if err != nil {
 		return err
@@ -63,12 +66,13 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func()) erro
 
 	hc := &http.Client{Timeout: cfg.RequestTimeout}
 	creds := make([]broker.Credential, 0, len(cfg.Credentials))
+	lives := make([]*live, 0, len(cfg.Credentials))
 	for _, cc := range cfg.Credentials {
-		c, err := cc.credential(hc)
+		c, l, err := cc.credential(hc, log)
 		if err != nil {
 			return fmt.Errorf("credential %q: %w", cc.Name, err)
 		}
-		creds = append(creds, c)
+		creds, lives = append(creds, c), append(lives, l)
 	}
 	b, err := broker.New(broker.Options{
 		Store:               store,
@@ -111,6 +115,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func()) erro
 	}
 	log.Info("tokenbroker serving", "socket", cfg.Socket, "state_dir", cfg.StateDir,
 		"credentials", len(creds), "version", version)
+	rctx, stopReload := context.WithCancel(ctx)
+	defer stopReload()
+	go reloadSecrets(rctx, cfg.environ, lives, log)
 	if ready != nil {
 		ready()
 	}

@@ -62,6 +62,9 @@ type Options struct {
 type Client struct {
 	ID     string
 	Secret string // "" for a public client, which sends none
+	// OtherSecrets are accepted too, as a provider does while a client
+	// rotates its secret.
+	OtherSecrets []string
 	// Scopes are the scopes the client may ask for. Firework user grants
 	// always get "openid".
 	Scopes      []string

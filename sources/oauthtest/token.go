@@ -293,8 +293,10 @@ func (p *Provider) authenticate(r *http.Request, d Dialect, sp *spec, g string, 
 		return c, nil
 	}
 	for _, s := range secrets {
-		if subtle.ConstantTimeCompare([]byte(s), []byte(c.Secret)) == 1 {
-			return c, nil
+		for _, want := range append([]string{c.Secret}, c.OtherSecrets...) {
+			if subtle.ConstantTimeCompare([]byte(s), []byte(want)) == 1 {
+				return c, nil
+			}
 		}
 	}
 	return deny("wrong client secret for %q", id)

@@ -1,0 +1,6 @@
+//go:build !linux
+
+package main
+
+// harden is Linux only.
+func harden() error { return nil }

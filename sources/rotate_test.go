@@ -1,0 +1,91 @@
+package sources_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/tokenbroker/tokenbroker/sources"
+	"github.com/tokenbroker/tokenbroker/sources/oauthtest"
+)
+
+// A client secret rotated with an overlap: the previous secret is tried
+// once after invalid_client, on every dialect that sends a secret, and a
+// rotating refresh token is never spent twice by the retry.
+func TestPreviousClientSecret(t *testing.T) {
+	const oldSecret, newSecret = "OLD-secret-77aa", "NEW-secret-88bb"
+	for _, s := range setups {
+		if s.provider == "firework" && s.grant == sources.RefreshToken {
+			continue // Firework refreshes by client_id alone: no secret to rotate
+		}
+		t.Run(s.provider+"/"+string(s.grant), func(t *testing.T) {
+			p := oauthtest.StartTest(t, oauthtest.Options{Rotate: true})
+			src, e := newSource(t, p, s)
+			id := e.Client.ID
+			var logs bytes.Buffer
+			e.Log = slog.New(slog.NewTextHandler(&logs, nil))
+			register := func(secret string, others ...string) {
+				p.AddClient(oauthtest.Client{ID: id, Secret: secret, OtherSecrets: others, Scopes: s.scopes,
+					RedirectURI: "https://app.example/cb", Dialect: s.dialect})
+			}
+			prev := func() sources.Token {
+				if s.grant != sources.RefreshToken {
+					return sources.Token{}
+				}
+				return sources.Token{RefreshToken: sources.NewSecret(p.IssueRefreshToken(id))}
+			}
+
+			// The provider still knows only the old secret; we hold the new
+			// one and the old one as previous.
+			register(oldSecret)
+			e.SetClientSecrets(sources.NewSecret(newSecret), sources.NewSecret(oldSecret))
+			before := p.Stats().TokenRequests
+			if _, err := src.Token(context.Background(), prev()); err != nil {
+				t.Fatalf("with the previous secret accepted: %v", err)
+			}
+			if n := p.Stats().TokenRequests - before; n != 2 {
+				t.Errorf("%d requests, want 2 (current refused, previous accepted)", n)
+			}
+			if !strings.Contains(logs.String(), "accepted the previous one") {
+				t.Errorf("no warning that the previous secret was needed: %q", logs.String())
+			}
+
+			// The provider has moved to the new secret: one request.
+			register(newSecret)
+			before = p.Stats().TokenRequests
+			if _, err := src.Token(context.Background(), prev()); err != nil {
+				t.Fatal(err)
+			}
+			if n := p.Stats().TokenRequests - before; n != 1 {
+				t.Errorf("%d requests, want 1", n)
+			}
+
+			// Neither is accepted: the current secret's invalid_client.
+			register("something-else")
+			_, err := src.Token(context.Background(), prev())
+			var pe *sources.ProviderError
+			if !errors.As(err, &pe) || pe.Code != "invalid_client" || !errors.Is(err, sources.ErrRejected) {
+				t.Errorf("neither secret accepted: %v; want invalid_client, rejected", err)
+			}
+			for _, secret := range []string{oldSecret, newSecret} {
+				if strings.Contains(err.Error(), secret) || strings.Contains(logs.String(), secret) {
+					t.Errorf("a secret leaked: %v / %s", err, logs.String())
+				}
+			}
+
+			// Without a previous secret: no second request.
+			e.SetClientSecrets(sources.NewSecret(newSecret), sources.Secret{})
+			before = p.Stats().TokenRequests
+			_, _ = src.Token(context.Background(), prev())
+			if n := p.Stats().TokenRequests - before; n != 1 {
+				t.Errorf("without a previous secret: %d requests, want 1", n)
+			}
+			if st := p.Stats(); st.ReuseEvents != 0 {
+				t.Errorf("%d refresh token reuse events, want 0", st.ReuseEvents)
+			}
+		})
+	}
+}
