@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -90,8 +91,9 @@ func (e *Error) Error() string {
 // Client talks to one broker socket. It keeps connections alive between
 // requests and is safe for concurrent use.
 type Client struct {
-	socket string
-	hc     *http.Client
+	socket  string
+	hc      *http.Client
+	sources sync.Map // credential name -> *TokenSource, for TokenSource(name, nil)
 }
 
 // The URL host is ignored: every connection goes to the socket.

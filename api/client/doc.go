@@ -1,7 +1,12 @@
 // Package client talks to a running tokenbroker over its Unix socket: it
 // fetches access tokens, lists credentials and forces refreshes.
 //
+// Client.TokenSource caches a credential's token in the process and
+// implements golang.org/x/oauth2's TokenSource; Client.Transport and
+// Client.HTTPClient put the token on outgoing requests and ask the broker
+// for a fresh one when an API answers 401.
+//
 // It is what local services link against, so it depends on the standard
-// library only: it knows nothing of the broker's engine, stores or providers,
-// and mirrors the wire format in its own types.
+// library and golang.org/x/oauth2 only: it knows nothing of the broker's
+// engine, stores or providers, and mirrors the wire format in its own types.
 package client
