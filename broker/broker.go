@@ -57,6 +57,24 @@ type Options struct {
 	PeerWait time.Duration // default 2s
 	// Observer receives refresh events, for metrics.
 	Observer Observer // default: none
+	// CrashPoint, when set, is called at each step of a refresh
+	// (CrashBeforeRequest, CrashAfterAnswer, CrashAfterSave), so crash
+	// tests can kill the process exactly there. Never set in production.
+	CrashPoint func(step string)
+}
+
+// Crash points of a refresh, in order.
+const (
+	CrashBeforeRequest = "before-request" // the lock is held; nothing is spent yet
+	CrashAfterAnswer   = "after-answer"   // the provider answered; nothing is written yet
+	CrashAfterSave     = "after-save"     // the new token is durable; not handed out yet
+	CrashBetweenStores = "between-stores" // FleetStore: Redis written, the local copy not yet
+)
+
+func (b *Broker) crashPoint(step string) {
+	if b.opts.CrashPoint != nil {
+		b.opts.CrashPoint(step)
+	}
 }
 
 func (o *Options) defaults() {
@@ -109,6 +127,9 @@ type Broker struct {
 	ctx    context.Context // the running broker's; nil before Start
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	authMu  sync.Mutex
+	pending map[string]pendingAuth // by state
 }
 
 // State is a credential's condition, as /v1/credentials shows it.

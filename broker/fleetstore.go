@@ -15,6 +15,9 @@ type FleetStore struct {
 	Local  Store
 	Shared Store
 	Logger *slog.Logger // default slog.Default()
+	// CrashPoint is called with CrashBetweenStores after the shared write,
+	// for crash tests only.
+	CrashPoint func(step string)
 }
 
 func (s *FleetStore) log() *slog.Logger {
@@ -49,23 +52,33 @@ func (s *FleetStore) Load(ctx context.Context, key string) (Record, error) {
 	return Record{}, lerr
 }
 
-// Save implements Store: the local copy first (durable), then the shared
-// one. A shared store that is unreachable does not fail the save: the record
-// is durable here and the next Load puts it back. Its fence does.
+// Save implements Store: the shared copy first, then the local one. In
+// that order a broker that dies between the two writes leaves the fleet the
+// new record (a peer never spends a refresh token this broker already
+// spent), and itself adopts it on restart, since Load takes the newer
+// generation. A shared store that is unreachable does not fail the save:
+// the record is durable here and the next Load puts it back. Its fence
+// does.
 func (s *FleetStore) Save(ctx context.Context, key string, rec Record) error {
+	serr := s.Shared.Save(ctx, key, rec)
+	if errors.Is(serr, ErrStale) {
+		return ErrStale
+	}
+	if serr == nil && s.CrashPoint != nil {
+		s.CrashPoint(CrashBetweenStores)
+	}
 	lerr := s.Local.Save(ctx, key, rec)
-	if lerr != nil && !errors.Is(lerr, ErrStale) {
+	switch {
+	case serr == nil:
+		if lerr != nil && !errors.Is(lerr, ErrStale) {
+			s.log().Warn("cannot keep the local copy; the fleet has the record", "key", key, "err", lerr)
+		}
+		return nil
+	case lerr != nil:
 		return lerr
 	}
-	serr := s.Shared.Save(ctx, key, rec)
-	switch {
-	case errors.Is(serr, ErrStale):
-		return ErrStale
-	case serr == nil:
-		return nil
-	}
 	s.log().Warn("shared store unreachable; the record is saved locally and shared later", "key", key, "err", serr)
-	return lerr
+	return nil
 }
 
 // Lock implements Store with the shared lock.

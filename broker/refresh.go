@@ -154,12 +154,14 @@ func (b *Broker) refresh(ctx context.Context, c *cred) error {
 		}
 	}
 
+	b.crashPoint(CrashBeforeRequest)
 	rctx, cancel := context.WithTimeout(ctx, b.opts.RequestTimeout)
 	tok, err := c.Source.Token(rctx, prev)
 	cancel()
 	if err != nil {
 		return err
 	}
+	b.crashPoint(CrashAfterAnswer)
 	rec := Record{Generation: gen + 1, Token: tok, Seed: c.seed, UpdatedAt: time.Now()}
 	c.mu.Lock()
 	// Held in memory at once, so this process cannot lose a rotated refresh
@@ -212,6 +214,7 @@ func (b *Broker) save(ctx context.Context, c *cred, rec Record) error {
 	if err != nil {
 		return fmt.Errorf("saving the new token: %w (it is kept in memory and saved on the next attempt)", err)
 	}
+	b.crashPoint(CrashAfterSave)
 	c.mu.Lock()
 	if c.gen == rec.Generation {
 		c.unsaved = false
