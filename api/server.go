@@ -26,6 +26,10 @@ type Broker interface {
 	Status() []broker.Status
 	// Refresh refreshes name now and waits for the outcome.
 	Refresh(ctx context.Context, name string) error
+	// BeginAuthorization and CompleteAuthorization run the
+	// authorization-code flow for name (tokenbroker authorize).
+	BeginAuthorization(name string) (broker.AuthRequest, error)
+	CompleteAuthorization(ctx context.Context, name, state, code string) (broker.Status, error)
 }
 
 // Options configure the socket and the server; zero values take defaults.
@@ -94,9 +98,11 @@ func NewServer(b Broker, opts Options) *Server {
 		WriteTimeout:      WriteTimeout,
 		IdleTimeout:       IdleTimeout,
 		MaxHeaderBytes:    MaxHeaderBytes,
-		ConnContext:       s.peers.connContext,
-		ConnState:         s.peers.connState,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		// "OPTIONS *" would get net/http's own empty 200, past every check.
+		DisableGeneralOptionsHandler: true,
+		ConnContext:                  s.peers.connContext,
+		ConnState:                    s.peers.connState,
+		ErrorLog:                     slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	return s
 }
@@ -133,6 +139,8 @@ var endpoints = []string{
 	"GET /v1/tokens/{name}",
 	"POST /v1/tokens/{name}/refresh",
 	"GET /v1/credentials",
+	"POST /v1/credentials/{name}/authorize",
+	"POST /v1/credentials/{name}/authorize/complete",
 	"GET /healthz",
 	"GET /metrics",
 }
@@ -142,6 +150,10 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /v1/tokens/{name}", s.token)
 	mux.HandleFunc("POST /v1/tokens/{name}/refresh", s.refresh)
 	mux.HandleFunc("GET /v1/credentials", s.credentials)
+	mux.HandleFunc("POST /v1/credentials/{name}/authorize", s.authorizeBegin)
+	mux.HandleFunc("POST /v1/credentials/{name}/authorize/complete", s.authorizeComplete)
+	mux.Handle("/v1/credentials/{name}/authorize", methodNotAllowed("POST"))
+	mux.Handle("/v1/credentials/{name}/authorize/complete", methodNotAllowed("POST"))
 	mux.HandleFunc("GET /healthz", s.healthz)
 	if s.metrics != nil {
 		mux.Handle("GET /metrics", s.metrics.Handler())
