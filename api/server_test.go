@@ -698,3 +698,19 @@ type discardWriter struct {
 func (w *discardWriter) Header() http.Header         { return w.h }
 func (w *discardWriter) WriteHeader(code int)        { w.status = code }
 func (w *discardWriter) Write(p []byte) (int, error) { return io.Discard.Write(p) }
+
+// The fake authorizes "svc" only, with the state "good-state".
+func (f *fakeBroker) BeginAuthorization(name string) (broker.AuthRequest, error) {
+	if name != "svc" {
+		return broker.AuthRequest{}, fmt.Errorf("credential %q: %w", name, broker.ErrNotAuthorizable)
+	}
+	return broker.AuthRequest{URL: "https://provider.example/authorize?state=good-state", RedirectURI: "http://127.0.0.1:8976/callback",
+		State: "good-state", Expires: time.Now().Add(broker.AuthTTL)}, nil
+}
+
+func (f *fakeBroker) CompleteAuthorization(_ context.Context, name, state, code string) (broker.Status, error) {
+	if name != "svc" || state != "good-state" {
+		return broker.Status{}, fmt.Errorf("credential %q: %w", name, broker.ErrUnknownState)
+	}
+	return f.status[1], nil
+}

@@ -39,6 +39,9 @@ type Dialect struct {
 
 	TokenURL     string
 	AuthorizeURL string
+	// AuthorizeScope, when set, is the scope every authorization request
+	// carries, whatever the client's scopes (Firework user apps: openid).
+	AuthorizeScope string
 
 	Method string    // "POST" (default) or "GET"; GET implies InQuery
 	Params Placement // default InBody

@@ -25,6 +25,7 @@ var presets = []Dialect{
 		Grants:               []Grant{AuthorizationCode, RefreshToken},
 		TokenURL:             "https://api.firework.com/oauth/token",
 		AuthorizeURL:         "https://api.firework.com/oauth/authorize",
+		AuthorizeScope:       "openid",
 		Params:               InQuery,
 		ClientAuth:           oauth2.AuthStyleInParams,
 		RefreshOmitsSecret:   true,

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -149,7 +150,7 @@ func (c *Client) Token(ctx context.Context, name string) (Token, error) {
 		ExpiresIn   int       `json:"expires_in"`
 		ExpiresAt   time.Time `json:"expires_at"`
 	}
-	if err := c.do(ctx, http.MethodGet, "/v1/tokens/"+url.PathEscape(name), &name, &w); err != nil {
+	if err := c.do(ctx, http.MethodGet, "/v1/tokens/"+url.PathEscape(name), &name, nil, &w); err != nil {
 		return Token{}, err
 	}
 	if w.AccessToken == "" {
@@ -163,7 +164,7 @@ func (c *Client) Credentials(ctx context.Context) ([]CredentialStatus, error) {
 	var w struct {
 		Credentials []CredentialStatus `json:"credentials"`
 	}
-	if err := c.do(ctx, http.MethodGet, "/v1/credentials", nil, &w); err != nil {
+	if err := c.do(ctx, http.MethodGet, "/v1/credentials", nil, nil, &w); err != nil {
 		return nil, err
 	}
 	return w.Credentials, nil
@@ -172,16 +173,28 @@ func (c *Client) Credentials(ctx context.Context) ([]CredentialStatus, error) {
 // Refresh makes the broker refresh name's token now and waits for the
 // outcome.
 func (c *Client) Refresh(ctx context.Context, name string) error {
-	return c.do(ctx, http.MethodPost, "/v1/tokens/"+url.PathEscape(name)+"/refresh", &name, nil)
+	return c.do(ctx, http.MethodPost, "/v1/tokens/"+url.PathEscape(name)+"/refresh", &name, nil, nil)
 }
 
 // do sends one request and decodes a 2xx answer into out (when not nil), or
 // turns an error answer into an *Error.
-// credential is nil for requests about no credential.
-func (c *Client) do(ctx context.Context, method, path string, credential *string, out any) error {
-	req, err := http.NewRequestWithContext(ctx, method, baseURL+path, nil)
+// credential is nil for requests about no credential; in, when not nil,
+// is sent as a JSON body.
+func (c *Client) do(ctx context.Context, method, path string, credential *string, in, out any) error {
+	var reqBody io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("tokenbroker: %s %s: %w", method, path, err)
+		}
+		reqBody = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, baseURL+path, reqBody)
 	if err != nil {
 		return fmt.Errorf("tokenbroker: %s %s: %w", method, path, err)
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set(Header, "1")
 	req.Header.Set("Accept", "application/json")

@@ -252,3 +252,11 @@ func TestContextCanceled(t *testing.T) {
 		t.Errorf("Token with a canceled context = %v, want context.Canceled", err)
 	}
 }
+
+func (f *fakeBroker) BeginAuthorization(name string) (broker.AuthRequest, error) {
+	return broker.AuthRequest{}, broker.ErrNotAuthorizable
+}
+
+func (f *fakeBroker) CompleteAuthorization(context.Context, string, string, string) (broker.Status, error) {
+	return broker.Status{}, broker.ErrNotAuthorizable
+}

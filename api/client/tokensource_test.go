@@ -633,3 +633,11 @@ func benchSocket(b *testing.B) string {
 	b.Cleanup(func() { srv.Close(); <-done })
 	return p
 }
+
+func (f *rotBroker) BeginAuthorization(string) (broker.AuthRequest, error) {
+	return broker.AuthRequest{}, broker.ErrNotAuthorizable
+}
+
+func (f *rotBroker) CompleteAuthorization(context.Context, string, string, string) (broker.Status, error) {
+	return broker.Status{}, broker.ErrNotAuthorizable
+}

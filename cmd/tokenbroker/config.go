@@ -64,6 +64,9 @@ type Config struct {
 	// embedded store alone.
 	Redis       *redis.UniversalOptions
 	RedisPrefix string
+	// RedisLockTTL is the refresh lock's lease: how long a fleet waits for
+	// a broker that died holding it.
+	RedisLockTTL time.Duration
 	// EncryptionKeys seal stored records (the first one seals, all open);
 	// none means plaintext storage.
 	EncryptionKeys []broker.SealKey
@@ -80,8 +83,9 @@ type Config struct {
 
 	Credentials []CredentialConfig
 	// environ is what the configuration was read from, to read it again
-	// when secrets change.
-	environ []string
+	// when secrets change. A pointer, so that printing a Config never
+	// prints the environment's secrets.
+	environ *[]string
 	// Warnings are problems that do not stop the broker, one line each,
 	// naming the variable. loadConfig fills them even when it fails.
 	Warnings []string
@@ -123,6 +127,7 @@ const (
 	varProviderConcurrency = "PROVIDER_CONCURRENCY"
 	varRedisURL            = "REDIS_URL"
 	varRedisPrefix         = "REDIS_PREFIX"
+	varRedisLockTTL        = "REDIS_LOCK_TTL"
 	varEncryptionKey       = "ENCRYPTION_KEY"
 	varRedisAddrs          = "REDIS_ADDRS"
 	varRedisSentinelMaster = "REDIS_SENTINEL_MASTER"
@@ -137,16 +142,20 @@ const (
 var globalVars = []string{
 	varSocket, varStateDir, varCredentials, varLogLevel, varLogFormat,
 	varRefreshAt, varRequestTimeout, varHandoutWait, varBackoffMax, varProviderConcurrency,
-	varRedisURL, varRedisPrefix, varEncryptionKey, varEncryptionKey + fileSuffix,
+	varRedisURL, varRedisPrefix, varRedisLockTTL, varEncryptionKey, varEncryptionKey + fileSuffix,
 	varRedisAddrs, varRedisSentinelMaster, varRedisUsername, varRedisPassword, varRedisPassword + fileSuffix, varRedisCAFile,
-	varMetricsAddr, varSocketMode, varSocketGroup, varAllowUIDs, varAllowGIDs,
+	varMetricsAddr, varSocketMode, varSocketGroup, varAllowUIDs, varAllowGIDs, varTestCrashAt,
 }
+
+// varTestCrashAt makes serve kill itself at a refresh step: crash tests only.
+const varTestCrashAt = "TEST_CRASH_AT"
 
 // Per-credential settings, by suffix after TOKENBROKER_<NAME>_.
 const (
 	sfxProvider           = "PROVIDER"
 	sfxGrant              = "GRANT"
 	sfxTokenURL           = "TOKEN_URL"
+	sfxAuthorizeURL       = "AUTHORIZE_URL"
 	sfxClientID           = "CLIENT_ID"
 	sfxClientSecret       = "CLIENT_SECRET"
 	sfxScopes             = "SCOPES"
@@ -172,7 +181,7 @@ const (
 var secretSettings = []string{sfxClientSecret, sfxRefreshToken, sfxPassword, sfxPreviousSecret}
 
 var credentialSettings = []string{
-	sfxProvider, sfxGrant, sfxTokenURL, sfxClientID, sfxClientSecret, sfxScopes,
+	sfxProvider, sfxGrant, sfxTokenURL, sfxAuthorizeURL, sfxClientID, sfxClientSecret, sfxScopes,
 	sfxRefreshToken, sfxUsername, sfxPassword, sfxRedirectURI,
 	sfxMethod, sfxParams, sfxClientAuth, sfxScopeSeparator, sfxHeaders, sfxLifetimeField,
 	sfxTokenTypes, sfxRefreshSendsSecret, sfxRefreshSendsRedir, sfxDefaultLifetime,
@@ -213,7 +222,7 @@ func loadConfig(environ []string) (Config, error) {
 	uid := os.Geteuid()
 
 	c := Config{
-		environ:             environ,
+		environ:             &environ,
 		LogLevel:            slog.LevelInfo,
 		RefreshAt:           0.85,
 		RequestTimeout:      30 * time.Second,
@@ -294,6 +303,8 @@ func loadConfig(environ []string) (Config, error) {
 
 	loadRedis(p, vars, &c)
 	c.RedisPrefix = "tokenbroker:"
+	c.RedisLockTTL = 15 * time.Second
+	parseDuration(p, vars, envPrefix+varRedisLockTTL, &c.RedisLockTTL, time.Second, 5*time.Minute)
 	if _, v, ok := g(varRedisPrefix); ok {
 		c.RedisPrefix = v
 	}
@@ -691,6 +702,12 @@ func loadCredential(p *problems, v *credentialVars) (cc CredentialConfig, ok boo
 		p.errorf(v.varName(sfxTokenURL), "required: provider %s has no fixed token endpoint; set it to the server's token URL (https://...)", cc.Provider)
 	}
 
+	if s, set := v.get(sfxAuthorizeURL); set {
+		if checkTokenURL(p, v.varName(sfxAuthorizeURL), s) {
+			cc.Dialect.AuthorizeURL = s
+		}
+	}
+
 	// Client.
 	cc.Client.Secret = clientSecret.value
 	cc.Client.PreviousSecret = previous.value
@@ -718,8 +735,8 @@ func loadCredential(p *problems, v *credentialVars) (cc CredentialConfig, ok boo
 		if cc.Grant == sources.ClientCredentials || cc.Grant == sources.Password {
 			clientSecret.require(p, v, fmt.Sprintf("the %s grant", cc.Grant), "the client secret")
 		}
-		if cc.Grant == sources.RefreshToken {
-			refresh.require(p, v, "the refresh_token grant", "the refresh token from tokenbroker authorize "+v.name)
+		if cc.Grant == sources.RefreshToken && refresh.state == secretUnset {
+			p.warnf(v.varName(sfxRefreshToken), "not set: the credential has no token until tokenbroker authorize %s stores one (or set it to a refresh token you have)", v.name)
 		}
 		if cc.Grant == sources.Password {
 			if cc.Username == "" {
@@ -836,12 +853,14 @@ func readSecretFile(path string) (sources.Secret, error) {
 	if !st.Mode().IsRegular() {
 		return sources.Secret{}, fmt.Errorf("%s is not a regular file; point it at the file holding the secret", shown)
 	}
-	if perm := st.Mode().Perm(); perm&0o077 != 0 {
-		what := "readable"
-		if perm&0o044 == 0 {
-			what = "writable"
+	// Group-readable is fine (a Kubernetes secret mounted with fsGroup is
+	// 0440); readable by everyone, or writable by anyone else, is not.
+	if perm := st.Mode().Perm(); perm&0o026 != 0 {
+		what := "readable by every user"
+		if perm&0o004 == 0 {
+			what = "writable by other users"
 		}
-		return sources.Secret{}, fmt.Errorf("%s is %s by other users (mode %04o); chmod 600 %s", shown, what, perm, path)
+		return sources.Secret{}, fmt.Errorf("%s is %s (mode %04o); chmod 600 %s (or 640 to share it with a group)", shown, what, perm, path)
 	}
 	b, err := io.ReadAll(io.LimitReader(f, maxSecretFile+1))
 	if err != nil {
@@ -1176,7 +1195,7 @@ func writeCheck(w io.Writer, c Config) {
 		case len(c.Redis.Addrs) > 1:
 			kind = "Redis Cluster " + strings.Join(c.Redis.Addrs, ",")
 		}
-		row("", "store", "fleet: %s db %d (%s%s), prefix %q, local copy in the state dir", kind, c.Redis.DB, auth, tlsOn, c.RedisPrefix)
+		row("", "store", "fleet: %s db %d (%s%s), prefix %q, lock lease %s, local copy in the state dir", kind, c.Redis.DB, auth, tlsOn, c.RedisPrefix, c.RedisLockTTL)
 	}
 	for _, cc := range c.Credentials {
 		fmt.Fprintf(w, "\ncredential %s\n", cc.Name)
@@ -1388,4 +1407,12 @@ func loadRedis(p *problems, vars map[string]string, c *Config) {
 		}
 	}
 	c.Redis = o
+}
+
+// env is the environment the configuration was read from.
+func (c Config) env() []string {
+	if c.environ == nil {
+		return nil
+	}
+	return *c.environ
 }

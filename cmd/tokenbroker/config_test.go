@@ -78,9 +78,9 @@ func TestLoadConfigGlobals(t *testing.T) {
 		c := mustLoad(t, baseEnv("TOKENBROKER_CREDENTIALS=a", "TOKENBROKER_A_CLIENT_ID=id", "TOKENBROKER_A_CLIENT_SECRET=s",
 			"TOKENBROKER_A_TOKEN_URL=https://auth.example.com/token"))
 		want := Config{Socket: "/run/tb/tb.sock", StateDir: "/var/lib/tb", LogLevel: slog.LevelInfo, LogFormat: "",
-			RefreshAt: 0.85, RequestTimeout: 30 * time.Second, HandoutWait: 5 * time.Second, BackoffMax: 5 * time.Minute, ProviderConcurrency: 4, RedisPrefix: "tokenbroker:"}
+			RefreshAt: 0.85, RequestTimeout: 30 * time.Second, HandoutWait: 5 * time.Second, BackoffMax: 5 * time.Minute, ProviderConcurrency: 4, RedisPrefix: "tokenbroker:", RedisLockTTL: 15 * time.Second}
 		got := c
-		got.Credentials, got.Warnings = nil, nil
+		got.Credentials, got.Warnings, got.environ = nil, nil, nil
 		if fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Errorf("got  %+v\nwant %+v", got, want)
 		}
@@ -383,6 +383,18 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"inferred grant not offered", with("TOKENBROKER_FW_USERNAME=u", "TOKENBROKER_FW_PASSWORD=p"),
 			[]string{"TOKENBROKER_FW_GRANT"}, "because USERNAME is set"},
 		{"unknown grant", with("TOKENBROKER_FW_GRANT=implicit"), []string{"TOKENBROKER_FW_GRANT"}, "not a grant"},
+		{"socket mode not octal", with("TOKENBROKER_SOCKET_MODE=rw-rw----"), []string{"TOKENBROKER_SOCKET_MODE"}, "not an octal mode"},
+		{"socket mode with exec bits", with("TOKENBROKER_SOCKET_MODE=0770"), []string{"TOKENBROKER_SOCKET_MODE"}, "beyond read and write"},
+		{"socket mode locks out the broker", with("TOKENBROKER_SOCKET_MODE=0060"), []string{"TOKENBROKER_SOCKET_MODE"}, "broker's own user"},
+		{"unknown socket group", with("TOKENBROKER_SOCKET_GROUP=no-such-group-xyz"), []string{"TOKENBROKER_SOCKET_GROUP"}, "known group"},
+		{"root socket group", with("TOKENBROKER_SOCKET_GROUP=0"), []string{"TOKENBROKER_SOCKET_GROUP"}, "root's group"},
+		{"unknown allowed user", with("TOKENBROKER_ALLOW_UIDS=1000,no-such-user-xyz"), []string{"TOKENBROKER_ALLOW_UIDS"}, "known user"},
+		{"unknown allowed group of a credential", with("TOKENBROKER_FW_ALLOW_GIDS=no-such-group-xyz"), []string{"TOKENBROKER_FW_ALLOW_GIDS"}, "known group"},
+		{"metrics address", with("TOKENBROKER_METRICS_ADDR=9464"), []string{"TOKENBROKER_METRICS_ADDR"}, "not host:port"},
+		{"lock lease", with("TOKENBROKER_REDIS_LOCK_TTL=10ms"), []string{"TOKENBROKER_REDIS_LOCK_TTL"}, ""},
+		{"previous secret alone", []string{"TOKENBROKER_CREDENTIALS=fw", "TOKENBROKER_FW_PROVIDER=firework", "TOKENBROKER_FW_CLIENT_ID=id",
+			"TOKENBROKER_FW_CLIENT_SECRET_PREVIOUS=old"}, []string{"TOKENBROKER_FW_CLIENT_SECRET_PREVIOUS"}, "set the current one too"},
+		{"authorize URL", with("TOKENBROKER_FW_AUTHORIZE_URL=not a url"), []string{"TOKENBROKER_FW_AUTHORIZE_URL"}, ""},
 		{"authorization_code grant", with("TOKENBROKER_FW_GRANT=authorization_code"), []string{"TOKENBROKER_FW_GRANT"}, "tokenbroker authorize fw"},
 		{"ambiguous grant", []string{"TOKENBROKER_CREDENTIALS=v", "TOKENBROKER_V_PROVIDER=vsrs", "TOKENBROKER_V_TOKEN_URL=https://v/t", "TOKENBROKER_V_CLIENT_ID=id",
 			"TOKENBROKER_V_REFRESH_TOKEN=r", "TOKENBROKER_V_USERNAME=u"}, []string{"TOKENBROKER_V_GRANT"}, "both REFRESH_TOKEN and USERNAME"},
@@ -390,8 +402,6 @@ func TestLoadConfigErrors(t *testing.T) {
 			[]string{"TOKENBROKER_FW_CLIENT_ID"}, "required"},
 		{"no client secret for cc", []string{"TOKENBROKER_CREDENTIALS=fw", "TOKENBROKER_FW_PROVIDER=firework", "TOKENBROKER_FW_CLIENT_ID=id"},
 			[]string{"TOKENBROKER_FW_CLIENT_SECRET"}, "required for the client_credentials grant"},
-		{"refresh grant without token", with("TOKENBROKER_FW_GRANT=refresh_token", "TOKENBROKER_FW_REDIRECT_URI=https://a/cb"),
-			[]string{"TOKENBROKER_FW_REFRESH_TOKEN"}, "required for the refresh_token grant"},
 		{"firework refresh without redirect", with("TOKENBROKER_FW_REFRESH_TOKEN=r"), []string{"TOKENBROKER_FW_REDIRECT_URI"}, "sends redirect_uri on every refresh"},
 		{"password grant without password", []string{"TOKENBROKER_CREDENTIALS=v", "TOKENBROKER_V_PROVIDER=vsrs", "TOKENBROKER_V_TOKEN_URL=https://v/t",
 			"TOKENBROKER_V_CLIENT_ID=id", "TOKENBROKER_V_CLIENT_SECRET=s", "TOKENBROKER_V_USERNAME=u"}, []string{"TOKENBROKER_V_PASSWORD"}, "required for the password grant"},
@@ -487,12 +497,13 @@ func TestSecretFiles(t *testing.T) {
 	}{
 		{"good", []string{"TOKENBROKER_A_CLIENT_SECRET_FILE=" + good}, "", ""},
 		{"read-only", []string{"TOKENBROKER_A_CLIENT_SECRET_FILE=" + readOnly}, "", ""},
+		{"group-readable, as a Kubernetes secret with fsGroup", []string{"TOKENBROKER_A_CLIENT_SECRET_FILE=" + secretFile(t, "file-secret", 0o440)}, "", ""},
 		{"missing", []string{"TOKENBROKER_A_CLIENT_SECRET_FILE=" + filepath.Join(dir, "nope")},
 			"TOKENBROKER_A_CLIENT_SECRET_FILE", "does not exist"},
 		{"empty", []string{"TOKENBROKER_A_CLIENT_SECRET_FILE=" + secretFile(t, "\n", 0o600)},
 			"TOKENBROKER_A_CLIENT_SECRET_FILE", "is empty"},
 		{"mode 0644", []string{"TOKENBROKER_A_CLIENT_SECRET_FILE=" + secretFile(t, "x", 0o644)},
-			"TOKENBROKER_A_CLIENT_SECRET_FILE", "is readable by other users (mode 0644); chmod 600"},
+			"TOKENBROKER_A_CLIENT_SECRET_FILE", "is readable by every user (mode 0644); chmod 600"},
 		{"group writable", []string{"TOKENBROKER_A_CLIENT_SECRET_FILE=" + secretFile(t, "x", 0o620)},
 			"TOKENBROKER_A_CLIENT_SECRET_FILE", "is writable by other users"},
 		{"both set", []string{"TOKENBROKER_A_CLIENT_SECRET=x", "TOKENBROKER_A_CLIENT_SECRET_FILE=" + good},
@@ -562,6 +573,10 @@ func TestLoadConfigWarnings(t *testing.T) {
 			"in clear; use https://", 1},
 		{"refresh knob without refresh grant", []string{"TOKENBROKER_FW_MAIN_REFRESH_SENDS_SECRET=true"}, "TOKENBROKER_FW_MAIN_REFRESH_SENDS_SECRET",
 			"no effect", 1},
+		{"refresh grant waiting for authorize", []string{"TOKENBROKER_FW_MAIN_GRANT=refresh_token", "TOKENBROKER_FW_MAIN_REDIRECT_URI=https://a/cb"},
+			"TOKENBROKER_FW_MAIN_REFRESH_TOKEN", "until tokenbroker authorize fw-main stores one", 1},
+		{"world-readable socket", []string{"TOKENBROKER_SOCKET_MODE=0666"}, "TOKENBROKER_SOCKET_MODE", "every local user", 1},
+		{"metrics on every interface", []string{"TOKENBROKER_METRICS_ADDR=:9464"}, "TOKENBROKER_METRICS_ADDR", "every interface", 1},
 		{"http to loopback is fine", []string{"TOKENBROKER_FW_MAIN_TOKEN_URL=http://127.0.0.1:8080/token"}, "", "", 0},
 		{"http to localhost is fine", []string{"TOKENBROKER_FW_MAIN_TOKEN_URL=http://localhost/token"}, "", "", 0},
 		{"other programs' variables are not ours", []string{"TOKENBROKERX=1", "HOME=/root"}, "", "", 0},

@@ -28,6 +28,8 @@ Usage:
   tokenbroker token NAME      print NAME's current access token
   tokenbroker status [--json] show every credential's state
   tokenbroker refresh NAME    refresh NAME now
+  tokenbroker authorize NAME  authorize NAME with the provider (authorization-code flow, PKCE)
+                              [--paste] on a host without a browser; [--timeout 5m]
   tokenbroker check           validate the configuration and print it, secrets redacted
   tokenbroker demo            run against a built-in local provider, to see it work
   tokenbroker version
@@ -61,6 +63,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return statusCmd(rest, stdout, stderr)
 	case "refresh":
 		return refreshCmd(rest, stdout, stderr)
+	case "authorize":
+		return authorizeCmd(rest, os.Stdin, stdout, stderr)
 	case "check":
 		return checkCmd(os.Environ(), stdout, stderr)
 	case "demo":

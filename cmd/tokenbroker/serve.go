@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"syscall"
 
 	"github.com/redis/go-redis/v9"
 
@@ -55,11 +57,11 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func()) erro
 		rc := redis.NewUniversalClient(cfg.Redis)
 		defer rc.Close()
 		rc.AddHook(redisErrors{metrics})
-		shared, err := broker.NewRedisStore(broker.RedisOptions{Client: rc, Prefix: cfg.RedisPrefix, Sealer: sealer})
+		shared, err := broker.NewRedisStore(broker.RedisOptions{Client: rc, Prefix: cfg.RedisPrefix, LockTTL: cfg.RedisLockTTL, Sealer: sealer})
 		if err != nil {
 			return err
 		}
-		store = &broker.FleetStore{Local: local, Shared: shared, Logger: log}
+		store = &broker.FleetStore{Local: local, Shared: shared, Logger: log, CrashPoint: crashPoint(cfg.env())}
 		log.Info("fleet mode: sharing tokens through Redis", "redis", cfg.Redis.Addrs, "sentinel_master", cfg.Redis.MasterName, "prefix", cfg.RedisPrefix)
 	}
 	defer store.Close()
@@ -83,6 +85,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func()) erro
 		BackoffMax:          cfg.BackoffMax,
 		ProviderConcurrency: cfg.ProviderConcurrency,
 		Observer:            metrics,
+		CrashPoint:          crashPoint(cfg.env()),
 	}, creds)
 	if err != nil {
 		return err
@@ -117,7 +120,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func()) erro
 		"credentials", len(creds), "version", version)
 	rctx, stopReload := context.WithCancel(ctx)
 	defer stopReload()
-	go reloadSecrets(rctx, cfg.environ, lives, log)
+	go reloadSecrets(rctx, cfg.env(), lives, log)
 	if ready != nil {
 		ready()
 	}
@@ -138,6 +141,22 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func()) erro
 	}
 	log.Info("tokenbroker stopped")
 	return nil
+}
+
+// crashPoint returns, when TOKENBROKER_TEST_CRASH_AT names a refresh step
+// (broker.CrashBeforeRequest, ...), a hook that kills this process with
+// SIGKILL the first time a refresh reaches it. Crash tests only.
+func crashPoint(environ []string) func(string) {
+	at := environMap(environ)[envPrefix+varTestCrashAt]
+	if at == "" {
+		return nil
+	}
+	return func(step string) {
+		if step == at {
+			fmt.Fprintf(os.Stderr, "tokenbroker: crash point %s: SIGKILL\n", step)
+			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		}
+	}
 }
 
 // serveMetrics serves /metrics, and nothing else, on a TCP address.

@@ -7,6 +7,14 @@ import (
 	"strings"
 )
 
+// DenyAuthorization makes the authorization endpoint answer access_denied,
+// as when the user clicks "deny".
+func (p *Provider) DenyAuthorization(deny bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.denyAuthorization = deny
+}
+
 // serveAuthorize is the authorization endpoint (RFC 6749 4.1.1). There is no
 // user to ask: every valid request is approved at once and redirected back
 // with a code (and the state), the way each dialect redirects.
@@ -48,6 +56,10 @@ func (p *Provider) serveAuthorize(w http.ResponseWriter, r *http.Request, d Dial
 	}
 	deny := func(code, desc string) { send(url.Values{"error": {code}, "error_description": {desc}}) }
 
+	if p.denyAuthorization {
+		deny("access_denied", "the resource owner denied the request")
+		return
+	}
 	if q.Get("response_type") != "code" {
 		deny("unsupported_response_type", "response_type must be code")
 		return

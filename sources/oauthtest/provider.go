@@ -19,15 +19,17 @@ import (
 // Provider is a local OAuth 2.0 authorization server speaking every Dialect
 // over real HTTP. It is safe for concurrent use.
 type Provider struct {
-	opts     Options
-	key      []byte // HS256 key of the JWT access tokens
-	url      string
-	srv      *http.Server
-	stop     context.CancelFunc // cancels every request's context
-	served   chan struct{}      // closed when Serve returns
-	close    sync.Once
-	closeErr error
-	sleeping atomic.Int32 // requests inside a fault's Delay (for tests)
+	opts Options
+
+	denyAuthorization bool   // guarded by mu
+	key               []byte // HS256 key of the JWT access tokens
+	url               string
+	srv               *http.Server
+	stop              context.CancelFunc // cancels every request's context
+	served            chan struct{}      // closed when Serve returns
+	close             sync.Once
+	closeErr          error
+	sleeping          atomic.Int32 // requests inside a fault's Delay (for tests)
 
 	mu      sync.Mutex
 	clients map[string]Client
