@@ -303,8 +303,11 @@ func (b *Broker) refreshPoint(t *sources.Token, now time.Time) time.Time {
 	return maxTime(at, now.Add(minInterval))
 }
 
-// minTTL is the least life a handed-out token has left: min(60 s, 10%).
-func minTTL(t *sources.Token) time.Duration { return min(time.Minute, t.Lifetime()/10) }
+// minTTL is the least life a handed-out token has left: min(60 s, 10%),
+// and at least a second, so that expires_in is never 0.
+func minTTL(t *sources.Token) time.Duration {
+	return max(min(time.Minute, t.Lifetime()/10), time.Second)
+}
 
 func minTime(a, b time.Time) time.Time {
 	if a.Before(b) {

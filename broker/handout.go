@@ -49,7 +49,7 @@ func (e *UnavailableError) Advice() string {
 func (e *UnavailableError) Unwrap() error { return e.Cause }
 
 // Token hands out name's current access token, which has at least
-// min(60 s, 10% of its lifetime) left. On the normal path it reads memory
+// min(60 s, 10% of its lifetime), and at least 1 s, left. On the normal path it reads memory
 // only. Without a valid token it waits, at most Options.HandoutWait, for the
 // one refresh in flight (starting it if the credential is not failing), and
 // otherwise returns an *UnavailableError.

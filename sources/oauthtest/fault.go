@@ -127,3 +127,10 @@ func (p *Provider) applyFault(w http.ResponseWriter, r *http.Request, f *Fault, 
 		write(w, rep)
 	}
 }
+
+// ClearFaults drops every queued fault: the provider recovers.
+func (p *Provider) ClearFaults() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.faults = nil
+}

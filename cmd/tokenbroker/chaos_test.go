@@ -1,0 +1,360 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tokenbroker/tokenbroker/broker/redistest"
+	"github.com/tokenbroker/tokenbroker/sources/oauthtest"
+)
+
+// chaosEnv sets how long the chaos run lasts, in seconds. .ci/test runs a
+// short one; docs/RELIABILITY.md gives the 10-minute command.
+const chaosEnv = "TOKENBROKER_CHAOS_SECONDS"
+
+// chaosBroker is one daemon of the chaos fleet, restarted again and again.
+type chaosBroker struct {
+	name string
+	env  []string
+	sock string
+	logs *syncBuffer
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func (b *chaosBroker) start(t *testing.T) {
+	cmd := exec.Command(binary, "serve")
+	cmd.Env = append(slices.Clone(b.env), "TOKENBROKER_LOG_FORMAT=json")
+	cmd.Stdout, cmd.Stderr = b.logs, b.logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	b.mu.Lock()
+	b.cmd, b.done = cmd, done
+	b.mu.Unlock()
+}
+
+// stop signals the daemon and waits for it; it returns the exit code.
+func (b *chaosBroker) stop(sig syscall.Signal) int {
+	b.mu.Lock()
+	cmd, done := b.cmd, b.done
+	b.mu.Unlock()
+	_ = cmd.Process.Signal(sig)
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+	return cmd.ProcessState.ExitCode()
+}
+
+// chaosStats are the run's figures.
+type chaosStats struct {
+	attempted, valid, invalid, brokerDown, unavailable, other atomic.Int64
+
+	mu        sync.Mutex
+	lastValid map[string]time.Time
+	examples  []string
+}
+
+func (s *chaosStats) note(format string, args ...any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.examples) < 10 {
+		s.examples = append(s.examples, fmt.Sprintf(format, args...))
+	}
+}
+
+// The chaos run: a fleet of three daemons sharing Redis, with clients
+// hammering every one, while brokers are killed (SIGKILL) and stopped
+// (SIGTERM) and restarted, Redis is restarted empty, flushed and paused, and
+// the provider fails (503, 429 with Retry-After, slow answers, hang-ups).
+// No handed-out token may be expired or invalid, no refresh token may be
+// used twice or lost, and the longest time any credential went without a
+// valid handout while the provider was up is reported.
+func TestChaos(t *testing.T) {
+	secs, _ := strconv.Atoi(os.Getenv(chaosEnv))
+	if secs <= 0 {
+		t.Skipf("set %s=60 (or 600) to run the chaos run; .ci/test does", chaosEnv)
+	}
+	duration := time.Duration(secs) * time.Second
+	const lifetime = 6 * time.Second
+	p, environ, _ := e2eSetup(t, oauthtest.Options{AccessLifetime: lifetime, Rotate: true})
+	srv := redistest.Start(t)
+	names := []string{"firework", "firework-user", "livepush", "ingest", "vsrs"}
+
+	var brokers []*chaosBroker
+	for i := range 3 {
+		dir, err := os.MkdirTemp("", "tb-chaos")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+		b := &chaosBroker{name: string(rune('a' + i)), sock: filepath.Join(dir, "tb.sock"), logs: &syncBuffer{}}
+		for _, kv := range environ {
+			switch {
+			case strings.HasPrefix(kv, "TOKENBROKER_SOCKET="):
+				kv = "TOKENBROKER_SOCKET=" + b.sock
+			case strings.HasPrefix(kv, "TOKENBROKER_STATE_DIR="):
+				kv = "TOKENBROKER_STATE_DIR=" + filepath.Join(dir, "state")
+			}
+			b.env = append(b.env, kv)
+		}
+		b.env = append(b.env, "TOKENBROKER_REDIS_URL="+srv.URL(), "TOKENBROKER_REDIS_LOCK_TTL=2s",
+			"TOKENBROKER_ENCRYPTION_KEY=k1:"+strings.Repeat("7e", 32))
+		b.start(t)
+		brokers = append(brokers, b)
+	}
+	t.Cleanup(func() {
+		for _, b := range brokers {
+			b.stop(syscall.SIGKILL)
+		}
+	})
+
+	st := &chaosStats{lastValid: map[string]time.Time{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, b := range brokers {
+		for range 3 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				hammer(ctx, b.sock, names, p, st)
+			}()
+		}
+	}
+
+	// Provider health, for the gap figure: gaps count only while it is up.
+	var provMu sync.Mutex
+	provUpSince := time.Now()
+	provUp := true
+	setProvider := func(up bool) {
+		provMu.Lock()
+		defer provMu.Unlock()
+		if up && !provUp {
+			provUpSince = time.Now()
+		}
+		provUp = up
+	}
+	warm := time.Now().Add(5 * time.Second) // the fleet's first tokens
+	var longest time.Duration
+	longestName := ""
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-tick.C:
+				provMu.Lock()
+				up, since := provUp, provUpSince
+				provMu.Unlock()
+				if !up || now.Before(warm) {
+					continue
+				}
+				st.mu.Lock()
+				for _, n := range names {
+					from := maxTime(st.lastValid[n], since, warm)
+					if gap := now.Sub(from); gap > longest {
+						longest, longestName = gap, n
+					}
+				}
+				st.mu.Unlock()
+			}
+		}
+	}()
+
+	// The chaos itself, from this goroutine.
+	counts := map[string]int{}
+	end := time.Now().Add(duration)
+	for time.Now().Before(end) {
+		time.Sleep(time.Duration(1500+rand.IntN(1500)) * time.Millisecond)
+		b := brokers[rand.IntN(len(brokers))]
+		switch action := rand.IntN(8); action {
+		case 0, 1: // kill -9, restart shortly
+			counts["broker SIGKILL + restart"]++
+			b.stop(syscall.SIGKILL)
+			time.Sleep(time.Duration(200+rand.IntN(1000)) * time.Millisecond)
+			b.start(t)
+		case 2: // graceful stop, restart
+			counts["broker SIGTERM + restart"]++
+			if code := b.stop(syscall.SIGTERM); code != 0 {
+				t.Errorf("broker %s exited %d on SIGTERM, want 0", b.name, code)
+			}
+			b.start(t)
+		case 3: // Redis restarted empty
+			counts["Redis restart (empty)"]++
+			srv.Kill()
+			time.Sleep(time.Duration(300+rand.IntN(1500)) * time.Millisecond)
+			srv.Restart()
+		case 4:
+			counts["Redis FLUSHALL"]++
+			srv.Flush()
+		case 5: // Redis paused: connections open, nothing answers
+			counts["Redis paused (SIGSTOP)"]++
+			srv.Pause()
+			time.Sleep(time.Duration(500+rand.IntN(2500)) * time.Millisecond)
+			srv.Resume()
+		case 6: // provider down: 503, then 429 with Retry-After
+			counts["provider 503/429 outage"]++
+			setProvider(false)
+			p.Inject(oauthtest.Fault{Status: 503, Times: 1 << 30})
+			time.Sleep(time.Duration(1000+rand.IntN(3000)) * time.Millisecond)
+			p.ClearFaults()
+			p.Inject(oauthtest.Fault{Status: 429, RetryAfter: "1", Times: 3})
+			time.Sleep(time.Second)
+			p.ClearFaults()
+			setProvider(true)
+		case 7: // provider slow and hanging up (before acting)
+			counts["provider slow answers and hang-ups"]++
+			setProvider(false)
+			p.Inject(oauthtest.Fault{Delay: 2 * time.Second, Times: 5})
+			p.Inject(oauthtest.Fault{Hangup: true, Times: 5})
+			p.Inject(oauthtest.Fault{OAuthError: "temporarily_unavailable", Times: 5})
+			time.Sleep(3 * time.Second)
+			p.ClearFaults()
+			setProvider(true)
+		}
+	}
+
+	// Settle: every broker up, then every credential must be served valid
+	// by every broker again (a lost refresh token would leave its
+	// credential needing re-authorization).
+	settled := time.Now()
+	lost := map[string]bool{}
+	for _, b := range brokers {
+		c := httpOver(b.sock)
+		for _, n := range names {
+			ok := false
+			for deadline := time.Now().Add(2 * lifetime); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+				if code, h, err := tryGet(c, n); err == nil && code == 200 && p.Valid(h.AccessToken) {
+					ok = true
+					break
+				}
+			}
+			if !ok {
+				lost[n] = true
+			}
+		}
+	}
+	cancel()
+	wg.Wait()
+
+	ps := p.Stats()
+	var actions []string
+	for k, v := range counts {
+		actions = append(actions, fmt.Sprintf("%s: %d", k, v))
+	}
+	slices.Sort(actions)
+	t.Logf("chaos run: %s, 3 brokers, %d credentials (%s tokens, 2 rotating with reuse detection)\n  faults: %s\n"+
+		"  handouts attempted %d: valid %d, expired or invalid %d; no answer (broker down) %d; 503 no token %d; other %d\n"+
+		"  provider: %d token requests, %d refreshes, %d reuse events; refresh tokens lost: %d\n"+
+		"  longest gap without a valid handout while the provider was up: %s (%s); settled in %s",
+		duration, len(names), lifetime, strings.Join(actions, ", "),
+		st.attempted.Load(), st.valid.Load(), st.invalid.Load(), st.brokerDown.Load(), st.unavailable.Load(), st.other.Load(),
+		ps.TokenRequests, ps.Refreshes, ps.ReuseEvents, len(lost), longest.Round(time.Millisecond), longestName,
+		time.Since(settled).Round(time.Millisecond))
+	if st.invalid.Load() != 0 || st.other.Load() != 0 {
+		t.Errorf("%d expired or invalid handouts, %d unexpected answers; for example:\n  %s", st.invalid.Load(), st.other.Load(), strings.Join(st.examples, "\n  "))
+	}
+	if ps.ReuseEvents != 0 {
+		t.Errorf("%d refresh token reuse events, want 0", ps.ReuseEvents)
+	}
+	if len(lost) > 0 {
+		t.Errorf("credentials without a valid token after the run (refresh token lost?): %v", lost)
+	}
+	if st.valid.Load() == 0 {
+		t.Error("no valid handout at all")
+	}
+}
+
+// hammer fetches tokens from one broker until ctx ends, and classifies
+// every answer.
+func hammer(ctx context.Context, sock string, names []string, p *oauthtest.Provider, st *chaosStats) {
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+		}}}
+	for ctx.Err() == nil {
+		n := names[rand.IntN(len(names))]
+		st.attempted.Add(1)
+		code, h, err := tryGet(c, n)
+		now := time.Now()
+		switch {
+		case err != nil:
+			st.brokerDown.Add(1)
+			time.Sleep(20 * time.Millisecond)
+		case code == 200:
+			exp, perr := time.Parse(time.RFC3339, h.ExpiresAt)
+			// expires_at has whole seconds, rounded down.
+			if !p.Valid(h.AccessToken) || h.ExpiresIn <= 0 || perr != nil || !exp.Add(time.Second).After(now) {
+				st.invalid.Add(1)
+				st.note("%s: 200 with an invalid or expired token (expires_in %d, expires_at %s)", n, h.ExpiresIn, h.ExpiresAt)
+				continue
+			}
+			st.valid.Add(1)
+			st.mu.Lock()
+			st.lastValid[n] = now
+			st.mu.Unlock()
+		case code == 503:
+			st.unavailable.Add(1)
+			time.Sleep(10 * time.Millisecond)
+		default:
+			st.other.Add(1)
+			st.note("%s: %d %s %s", n, code, h.Error, h.Description)
+		}
+	}
+}
+
+func tryGet(c *http.Client, name string) (int, handout, error) {
+	req, _ := http.NewRequest(http.MethodGet, "http://tokenbroker/v1/tokens/"+name, nil)
+	req.Header.Set("X-Tokenbroker", "1")
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, handout{}, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, handout{}, err
+	}
+	var h handout
+	if err := json.Unmarshal(body, &h); err != nil {
+		return resp.StatusCode, handout{Description: "not JSON"}, nil
+	}
+	return resp.StatusCode, h, nil
+}
+
+func maxTime(ts ...time.Time) time.Time {
+	var m time.Time
+	for _, t := range ts {
+		if t.After(m) {
+			m = t
+		}
+	}
+	return m
+}
