@@ -1,0 +1,146 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tokenbroker/tokenbroker/broker/redistest"
+	"github.com/tokenbroker/tokenbroker/sources/oauthtest"
+)
+
+// No secret and no handed-out token appears anywhere the daemon writes for
+// people or machines: its debug log, /v1/credentials, /metrics, the CLI's
+// status and check, error answers, the state files and the Redis values.
+// Both stores, every dialect, and the error paths: provider faults of
+// every kind, refused requests, failed refreshes and authorizations.
+func TestNoSecretLeaks(t *testing.T) {
+	for _, fleet := range []bool{false, true} {
+		name := "embedded"
+		if fleet {
+			name = "fleet"
+		}
+		t.Run(name, func(t *testing.T) {
+			p, environ, sock := e2eSetup(t, oauthtest.Options{AccessLifetime: 3 * time.Second, Rotate: true})
+			environ = append(environ, "TOKENBROKER_METRICS_ADDR=127.0.0.1:0", "TOKENBROKER_ENCRYPTION_KEY=k1:"+strings.Repeat("ab", 32))
+			var srv *redistest.Server
+			if fleet {
+				srv = redistest.Start(t)
+				environ = append(environ, "TOKENBROKER_REDIS_URL="+srv.URL())
+			}
+			secrets := secrets(environ)
+			if len(secrets) < 5 {
+				t.Fatalf("only %d secrets in the environment", len(secrets))
+			}
+			logs := &syncBuffer{}
+			startDaemon(t, environ, sock, logs) // debug logging
+			c := httpOver(sock)
+			var tokens []string
+			fetchAll := func() {
+				for _, n := range []string{"firework", "firework-user", "livepush", "ingest", "vsrs"} {
+					if st, h, _ := get(t, c, "/v1/tokens/"+n); st == 200 {
+						tokens = append(tokens, h.AccessToken)
+					}
+				}
+			}
+			fetchAll()
+
+			// Error paths: every kind of provider fault, on forced refreshes.
+			for _, f := range []oauthtest.Fault{
+				{OAuthError: "invalid_client"}, {Status: 502, Body: "<html>bad gateway</html>", BodySet: true, ContentType: "text/html"},
+				{Body: `{"access_token":`, BodySet: true}, {Hangup: true}, {Status: 429, RetryAfter: "1"},
+				{Body: `{"error":"server_error","error_description":"try later"}`, BodySet: true},
+				{OAuthError: "invalid_grant"}, {ExpiresIn: "abc"},
+			} {
+				f.Times = 5
+				p.Inject(f)
+				for _, n := range []string{"firework", "livepush", "ingest", "vsrs", "firework-user"} {
+					_ = refreshOver(c, n)
+				}
+				p.ClearFaults()
+			}
+			time.Sleep(4 * time.Second) // background refreshes recover
+			fetchAll()
+
+			// Refused requests.
+			var answers strings.Builder
+			for _, path := range []string{"/v1/tokens/nope", "/v1/tokens/..%2f", "/v1/tokens/firework/x", "/metrics", "/v1/credentials"} {
+				req, _ := http.NewRequest(http.MethodGet, "http://tokenbroker"+path, nil)
+				req.Header.Set("X-Tokenbroker", "1")
+				req.Header.Set("Authorization", "Bearer "+secrets[0])
+				if resp, err := c.Do(req); err == nil {
+					b, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					answers.Write(b)
+				}
+			}
+			for _, path := range []string{"/v1/credentials/firework/authorize", "/v1/credentials/livepush/authorize/complete", "/v1/tokens/nope/refresh"} {
+				req, _ := http.NewRequest(http.MethodPost, "http://tokenbroker"+path, strings.NewReader(`{"state":"x","code":"y"}`))
+				req.Header.Set("X-Tokenbroker", "1")
+				if resp, err := c.Do(req); err == nil {
+					b, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					answers.Write(b)
+				}
+			}
+			cli := func(args ...string) string {
+				cmd := exec.Command(binary, args...)
+				cmd.Env = append(environ, "PATH="+os.Getenv("PATH"))
+				out, _ := cmd.CombinedOutput()
+				return string(out)
+			}
+			status, check := cli("status", "--json"), cli("check")
+
+			var stored strings.Builder
+			_ = filepath.Walk(filepath.Join(filepath.Dir(sock), "state"), func(path string, fi os.FileInfo, err error) error {
+				if err == nil && fi.Mode().IsRegular() {
+					b, _ := os.ReadFile(path)
+					stored.Write(b)
+				}
+				return nil
+			})
+			if srv != nil {
+				rc := srv.Client()
+				keys, err := rc.Keys(context.Background(), "*").Result()
+				if err != nil || len(keys) == 0 {
+					t.Fatalf("Redis keys: %v %v", keys, err)
+				}
+				for _, k := range keys {
+					if v, err := rc.Get(context.Background(), k).Result(); err == nil {
+						stored.WriteString(v)
+					}
+				}
+			}
+			if stored.Len() == 0 {
+				t.Fatal("nothing stored to check")
+			}
+
+			places := map[string]string{
+				"the daemon's log":   logs.String(),
+				"error answers":      answers.String(),
+				"status --json":      status,
+				"check":              check,
+				"state files, Redis": stored.String(),
+			}
+			if !strings.Contains(places["error answers"], "tokenbroker_handouts_total") {
+				t.Errorf("/metrics was not read: %.200s", places["error answers"])
+			}
+			for _, s := range append(secrets, tokens...) {
+				for where, text := range places {
+					if strings.Contains(text, s) {
+						t.Errorf("%s shows a secret or token (%d bytes)", where, len(s))
+					}
+				}
+			}
+			if p.Stats().Faults == 0 || len(tokens) < 5 {
+				t.Errorf("the error paths were not exercised: %d faults, %d tokens", p.Stats().Faults, len(tokens))
+			}
+		})
+	}
+}
