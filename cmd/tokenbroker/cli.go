@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"golang.org/x/term"
 
 	"github.com/tokenbroker/tokenbroker/api/client"
 )
@@ -76,13 +79,26 @@ func statusCmd(args []string, stdout, stderr io.Writer) int {
 	return ask(stderr, func(ctx context.Context, c *client.Client) error {
 		creds, err := c.Credentials(ctx)
 		if err == nil {
-			printStatus(stdout, creds, asJSON)
+			printStatus(stdout, creds, asJSON, colourful(stdout))
 		}
 		return err
 	})
 }
 
-func printStatus(stdout io.Writer, creds []client.CredentialStatus, asJSON bool) {
+// colourful reports whether w is a terminal that wants colour (NO_COLOR,
+// https://no-color.org, turns it off).
+func colourful(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd())) && os.Getenv("NO_COLOR") == "" && os.Getenv("TERM") != "dumb"
+}
+
+// stateColours are ANSI colours by state; every code has the same length,
+// so tabwriter's columns stay aligned.
+var stateColours = map[string]string{
+	"ok": "\x1b[32m", "pending": "\x1b[36m", "retrying": "\x1b[33m", "reauthorize": "\x1b[31m", "rejected": "\x1b[31m",
+}
+
+func printStatus(stdout io.Writer, creds []client.CredentialStatus, asJSON, colour bool) {
 	if asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -91,9 +107,19 @@ func printStatus(stdout io.Writer, creds []client.CredentialStatus, asJSON bool)
 	}
 	now := time.Now()
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tPROVIDER\tGRANT\tSTATE\tEXPIRES IN\tNEXT REFRESH\tLAST ERROR")
+	paint := func(state, text string) string {
+		if !colour {
+			return text
+		}
+		c, ok := stateColours[state]
+		if !ok {
+			c = "\x1b[39m"
+		}
+		return c + text + "\x1b[0m"
+	}
+	fmt.Fprintf(tw, "NAME\tPROVIDER\tGRANT\t%s\tEXPIRES IN\tNEXT REFRESH\tLAST ERROR\n", paint("", "STATE"))
 	for _, s := range creds {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Provider, s.Grant, s.State,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Provider, s.Grant, paint(s.State, s.State),
 			until(now, s.ExpiresAt), until(now, s.NextRefresh), s.LastError)
 	}
 	_ = tw.Flush()
