@@ -140,7 +140,11 @@ func signalContext(stderr io.Writer) (context.Context, func()) {
 	return ctx, func() { signal.Stop(ch); cancel() }
 }
 
-// shutdownTimeout bounds a graceful stop.
-const shutdownTimeout = 10 * time.Second
+// shutdownTimeout bounds a graceful stop; after shutdownGrace, refreshes
+// still waiting on a provider are cancelled.
+const (
+	shutdownTimeout = 10 * time.Second
+	shutdownGrace   = 2 * time.Second
+)
 
 var errUsage = errors.New("usage")

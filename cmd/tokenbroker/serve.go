@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"syscall"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -133,6 +134,11 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func()) erro
 	log.Info("shutting down: finishing handouts in flight")
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
+	// Handouts from memory finish at once; a request still in flight after
+	// the grace waits on a provider. Stopping the broker then ends those
+	// refreshes and releases their fleet locks, so the stop stays short.
+	stopBroker := time.AfterFunc(shutdownGrace, func() { _ = b.Close() })
+	defer stopBroker.Stop()
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("handouts still in flight at the shutdown deadline", "err", err)
 	}
