@@ -136,7 +136,12 @@ func serveCallback(ln net.Listener, path string, timeout time.Duration) func() (
 	})}
 	go func() { _ = srv.Serve(ln) }()
 	return func() (url.Values, error) {
-		defer srv.Close()
+		defer func() {
+			// Let the browser have its page before the listener goes.
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(ctx)
+		}()
 		select {
 		case q := <-got:
 			return q, nil

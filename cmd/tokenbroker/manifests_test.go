@@ -299,6 +299,7 @@ type kubePodSecurityContext struct {
 	RunAsNonRoot       *bool   `yaml:"runAsNonRoot"`
 	RunAsUser          *int64  `yaml:"runAsUser"`
 	RunAsGroup         *int64  `yaml:"runAsGroup"`
+	FSGroup            *int64  `yaml:"fsGroup"`
 	SupplementalGroups []int64 `yaml:"supplementalGroups"`
 	SeccompProfile     *struct {
 		Type string `yaml:"type"`
@@ -709,7 +710,7 @@ func TestKubeManifestReferences(t *testing.T) {
 }
 
 // Every container is locked down and sized; only an init container may run
-// as root, and then only to hand directories and files to the broker's user.
+// as root, and then only to hand directories to the broker's user.
 func TestKubeManifestSecurity(t *testing.T) {
 	m := readKubeManifest(t)
 	for _, p := range m.allPods() {
@@ -747,9 +748,10 @@ func TestKubeManifestSecurity(t *testing.T) {
 			case !nonRoot && !init:
 				t.Errorf("%s: runs without runAsNonRoot: true", what)
 			case !nonRoot && sc.Capabilities != nil:
+				// chown 0:0 before chmod spares FOWNER (see TestKubeManifestBroker).
 				for _, c := range sc.Capabilities.Add {
-					if c != "CHOWN" && c != "FOWNER" {
-						t.Errorf("%s: a root init container adds capability %s; it needs at most CHOWN and FOWNER", what, c)
+					if c != "CHOWN" {
+						t.Errorf("%s: a root init container adds capability %s; handing directories over needs only CHOWN", what, c)
 					}
 				}
 			case sc.Capabilities != nil && len(sc.Capabilities.Add) > 0:
@@ -825,8 +827,9 @@ func kubeBroker(t *testing.T, m *kubeManifest) (*kubeWorkload, kubeContainer) {
 
 // The broker's container: the image's entrypoint with "serve", the
 // Dockerfile's user, a configuration that loadConfig accepts, every secret a
-// file that a Secret provides, the socket and the state on node directories
-// that an init container hands to the broker's user.
+// file of a Secret volume it reads directly (so that a rotation reaches it),
+// the socket and the state on node directories that an init container hands
+// to the broker's user.
 func TestKubeManifestBroker(t *testing.T) {
 	m := readKubeManifest(t)
 	df := readDockerfile(t)
@@ -897,9 +900,41 @@ func TestKubeManifestBroker(t *testing.T) {
 		t.Errorf("broker: the socket's directory is volume %s, not a hostPath: pods on the node cannot reach it", vol.Name)
 	}
 
-	// Every _FILE is a key of a Secret: mounted directly, or copied into an
-	// in-memory volume by an init container that mounts the Secret.
-	for k, v := range env {
+	// Without FOWNER, root may chmod only what root owns, and a node
+	// directory an earlier pod handed over belongs to the broker: each chmod
+	// of a hostPath mount must follow a chown 0:0 of the same path.
+	for _, ic := range spec.InitContainers {
+		hostMounts := map[string]bool{}
+		for _, vm := range ic.VolumeMounts {
+			if i := slices.IndexFunc(spec.Volumes, func(v kubeVolume) bool { return v.Name == vm.Name }); i >= 0 && spec.Volumes[i].HostPath != nil {
+				hostMounts[path.Clean(vm.MountPath)] = true
+			}
+		}
+		rootOwns := map[string]bool{}
+		for _, line := range strings.Split(strings.Join(slices.Concat(ic.Command, ic.Args), "\n"), "\n") {
+			f := strings.Fields(line)
+			if len(f) != 3 {
+				continue
+			}
+			switch f[0] {
+			case "chown":
+				rootOwns[path.Clean(f[2])] = f[1] == "0:0" || f[1] == "root:root"
+			case "chmod":
+				if p := path.Clean(f[2]); hostMounts[p] && !rootOwns[p] {
+					t.Errorf("broker: init container %s runs %q before chown 0:0 %s: when an earlier pod handed %s to the broker, chmod fails without FOWNER", ic.Name, line, f[2], f[2])
+				}
+			}
+		}
+	}
+
+	// Every _FILE is a key of a Secret, read where the kubelet writes it: on
+	// a Secret volume, mounted whole and read-only (kubeContainer models no
+	// subPath, which the kubelet never updates), so that the broker sees a
+	// changed Secret without a restart. A copy made at pod start would not.
+	secretVols := map[string]kubeVolume{}
+	files := map[string]string{} // _FILE variable: its path inside the volume
+	for _, k := range slices.Sorted(maps.Keys(env)) {
+		v := env[k]
 		if !strings.HasPrefix(k, envPrefix) || !strings.HasSuffix(k, fileSuffix) {
 			continue
 		}
@@ -911,44 +946,111 @@ func TestKubeManifestBroker(t *testing.T) {
 		if !ro {
 			t.Errorf("broker: %s=%s: mount the secrets readOnly", k, v)
 		}
-		var sources []string // Secrets the file may come from
-		switch {
-		case vol.Secret != nil:
-			sources = []string{vol.Secret.SecretName}
-		case vol.EmptyDir != nil:
-			if vol.EmptyDir.Medium != "Memory" {
-				t.Errorf("broker: %s is on emptyDir %s without medium: Memory; secrets would reach the node's disk", k, vol.Name)
-			}
-			for _, ic := range spec.InitContainers {
-				var dst, src []string
-				for _, vm := range ic.VolumeMounts {
-					for _, iv := range spec.Volumes {
-						if iv.Name == vm.Name && iv.Name == vol.Name {
-							dst = append(dst, vm.MountPath)
-						}
-						if iv.Name == vm.Name && iv.Secret != nil {
-							src = append(src, vm.MountPath)
-							sources = append(sources, iv.Secret.SecretName)
-						}
-					}
-				}
-				script := strings.Join(slices.Concat(ic.Command, ic.Args), " ")
-				if len(dst) > 0 && (len(src) == 0 || !strings.Contains(script, src[0]) || !strings.Contains(script, dst[0])) {
-					t.Errorf("broker: init container %s mounts %s but does not copy a Secret into it", ic.Name, vol.Name)
+		if vol.Secret == nil {
+			t.Errorf("broker: %s=%s is on volume %s, not a Secret volume: the broker must read the Secret where the kubelet updates it, or it never sees a rotation", k, v, vol.Name)
+			continue
+		}
+		secretVols[vol.Name] = vol
+		files[k] = rel
+		key := rel
+		if len(vol.Secret.Items) > 0 {
+			key = ""
+			for _, it := range vol.Secret.Items {
+				if path.Clean(it.Path) == rel {
+					key = it.Key
 				}
 			}
-		default:
-			t.Errorf("broker: %s=%s is on volume %s, neither a Secret nor a copy of one", k, v, vol.Name)
 		}
-		found := false
-		for _, s := range sources {
-			sec := m.secrets[s]
-			if sec.hasKey(rel) {
-				found = true
+		if !m.secrets[vol.Secret.SecretName].hasKey(key) {
+			t.Errorf("broker: %s=%s: Secret %s has no key for %q", k, v, vol.Secret.SecretName, rel)
+		}
+	}
+
+	// The Secret's files belong to root; the broker reads them through their
+	// group, which the pod's fsGroup sets (the kubelet then adds 0440 to the
+	// mode). The broker refuses a file every user may read or others may
+	// write, as readSecretFile does.
+	var fsGroup *int64
+	if spec.SecurityContext != nil {
+		fsGroup = spec.SecurityContext.FSGroup
+	}
+	if fsGroup == nil || *fsGroup != df.gid {
+		t.Errorf("broker: the pod's securityContext.fsGroup is %s; want %d, the broker's group: the Secret's files are root's, and the broker reads them as a member of their group", fmtInt64(fsGroup), df.gid)
+	}
+	modes := map[string]os.FileMode{} // volume: its files' mode
+	for _, name := range slices.Sorted(maps.Keys(secretVols)) {
+		vol := secretVols[name]
+		mode := os.FileMode(0o644) // Kubernetes' default
+		if vol.Secret.DefaultMode != nil {
+			mode = os.FileMode(*vol.Secret.DefaultMode)
+		}
+		if fsGroup != nil {
+			mode |= 0o440
+		}
+		if mode&0o026 != 0 {
+			t.Errorf("broker: Secret volume %s: defaultMode %s makes its files %04o, readable by every user or writable by others; the broker refuses them (want 0440)", name, fmtInt(vol.Secret.DefaultMode), mode)
+		}
+		modes[name] = mode
+	}
+
+	// No init container touches the secrets: the broker reads them itself.
+	for _, ic := range spec.InitContainers {
+		for _, vm := range ic.VolumeMounts {
+			if i := slices.IndexFunc(spec.Volumes, func(v kubeVolume) bool { return v.Name == vm.Name }); i >= 0 && spec.Volumes[i].Secret != nil {
+				t.Errorf("broker: init container %s mounts Secret volume %s; the broker reads the Secret where the kubelet updates it, and a copy made at start misses every rotation", ic.Name, vm.Name)
 			}
 		}
-		if !found {
-			t.Errorf("broker: %s=%s: no Secret among %v has the key %q", k, v, sources, rel)
+		for _, e := range ic.Env {
+			if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+				t.Errorf("broker: init container %s reads Secret %s", ic.Name, e.ValueFrom.SecretKeyRef.Name)
+			}
+		}
+		for _, ef := range ic.EnvFrom {
+			if ef.SecretRef != nil {
+				t.Errorf("broker: init container %s reads Secret %s", ic.Name, ef.SecretRef.Name)
+			}
+		}
+	}
+
+	// The files as the kubelet lays them out (a timestamped directory, ..data
+	// a symlink to it, each key a symlink through ..data), with the mode
+	// above: the broker accepts them, and when the kubelet swaps ..data to a
+	// new Secret, the broker's poll sees the change and reads the new value.
+	for _, name := range slices.Sorted(maps.Keys(secretVols)) {
+		dir := t.TempDir()
+		var environ []string
+		var keys []string
+		for k, rel := range files {
+			if _, _, vol, _, _ := kubeMountOf(spec, c, env[k]); vol.Name == name {
+				environ = append(environ, k+"="+filepath.Join(dir, rel))
+				keys = append(keys, rel)
+			}
+		}
+		kubeletWriteSecret(t, dir, keys, modes[name], "1")
+		before := secretFiles(environ)
+		refused := false
+		for _, kv := range environ {
+			k, p, _ := strings.Cut(kv, "=")
+			if s, err := readSecretFile(p); err != nil {
+				t.Errorf("broker: %s: the broker refuses the file the kubelet writes (mode %04o): %v", k, modes[name], err)
+				refused = true
+				break
+			} else if s.Reveal() != "value-1" {
+				t.Errorf("broker: %s: read %q; want value-1", k, s.Reveal())
+			}
+		}
+		if refused {
+			continue
+		}
+		kubeletWriteSecret(t, dir, keys, modes[name], "2")
+		if slices.Equal(before, secretFiles(environ)) {
+			t.Errorf("broker: Secret volume %s: the broker's poll does not see the kubelet's swap of ..data", name)
+		}
+		for _, kv := range environ {
+			k, p, _ := strings.Cut(kv, "=")
+			if s, err := readSecretFile(p); err != nil || s.Reveal() != "value-2" {
+				t.Errorf("broker: %s: after the kubelet's swap, read %q, %v; want value-2", k, s.Reveal(), err)
+			}
 		}
 	}
 
@@ -966,6 +1068,55 @@ func TestKubeManifestBroker(t *testing.T) {
 			t.Errorf("broker: %s=%s: Service %s has no port %s", varRedisURL, raw, u.Hostname(), u.Port())
 		}
 	}
+}
+
+// kubeletWriteSecret writes keys into dir as the kubelet writes a Secret
+// volume (its atomic writer): each key's file, holding "value-"+gen, in a
+// new directory ..gen; then ..data, a symlink to it, replaced by a rename;
+// each key (its first path element) a symlink into ..data.
+func kubeletWriteSecret(t *testing.T, dir string, keys []string, mode os.FileMode, gen string) {
+	t.Helper()
+	ts := filepath.Join(dir, ".."+gen)
+	for _, k := range keys {
+		p := filepath.Join(ts, k)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte("value-"+gen+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		top, _, _ := strings.Cut(k, "/") // a nested key is linked by its first element
+		link := filepath.Join(dir, top)
+		if _, err := os.Lstat(link); err != nil {
+			if err := os.Symlink(filepath.Join("..data", top), link); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	tmp := filepath.Join(dir, "..data_tmp")
+	if err := os.Symlink(filepath.Base(ts), tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func fmtInt64(p *int64) string {
+	if p == nil {
+		return "unset"
+	}
+	return strconv.FormatInt(*p, 10)
+}
+
+func fmtInt(p *int) string {
+	if p == nil {
+		return "unset (0644)"
+	}
+	return fmt.Sprintf("%04o", *p)
 }
 
 // The example client reaches the broker's socket through the same node
