@@ -79,6 +79,8 @@ func (e *ProviderError) Is(target error) bool {
 func Advice(err error) string {
 	var pe *ProviderError
 	switch {
+	case errors.Is(err, ErrNoRefreshToken):
+		return "authorize it (tokenbroker authorize NAME) or set its REFRESH_TOKEN"
 	case errors.Is(err, ErrReauthorize):
 		return "the refresh token is no longer valid: authorize again (tokenbroker authorize NAME) or set a new refresh token"
 	case errors.As(err, &pe) && pe.Code == "invalid_client":

@@ -15,8 +15,14 @@ type Source interface {
 	Grant() Grant
 }
 
-// ErrNoRefreshToken means a refresh_token credential has none to spend.
-var ErrNoRefreshToken = fmt.Errorf("no refresh token to spend: %w", ErrReauthorize)
+// ErrNoRefreshToken means a refresh_token credential has none to spend:
+// it was never authorized. It matches ErrReauthorize too.
+var ErrNoRefreshToken error = noRefreshToken{}
+
+type noRefreshToken struct{}
+
+func (noRefreshToken) Error() string        { return "no refresh token yet: the credential was never authorized" }
+func (noRefreshToken) Is(target error) bool { return target == ErrReauthorize }
 
 // ClientCredentialsSource runs the client_credentials grant.
 type ClientCredentialsSource struct{ Endpoint *Endpoint }

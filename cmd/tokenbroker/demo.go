@@ -32,7 +32,7 @@ func demoCmd(stdout, stderr io.Writer) int {
 	}
 	defer os.RemoveAll(dir)
 
-	environ := demoEnviron(p, dir)
+	environ := withAwaitingCredential(demoEnviron(p, dir), p)
 	cfg, err := loadConfig(environ)
 	if err != nil {
 		printConfigErrors(stderr, err)
@@ -54,9 +54,13 @@ Try, in another terminal:
   curl -s -H 'X-Tokenbroker: 1' --unix-socket %s http://tokenbroker/v1/credentials
   TOKENBROKER_SOCKET=%s go run ./cmd/tokenbroker status
 
+%s has no token yet: authorize it (the demo provider approves at once; open
+the URL it prints in a browser on this host, or fetch it with curl -L):
+  TOKENBROKER_SOCKET=%s go run ./cmd/tokenbroker authorize %s
+
 Credentials: %s. Stop with Ctrl-C.
 
-`, demoLifetime, sock, sock, sock, strings.Join(credNames(cfg), ", "))
+`, demoLifetime, sock, sock, sock, demoAwaiting, sock, demoAwaiting, strings.Join(credNames(cfg), ", "))
 	}
 	if err := serve(ctx, cfg, log, ready); err != nil {
 		log.Error("demo stopped", "err", err)
@@ -107,4 +111,26 @@ func demoEnviron(p *oauthtest.Provider, dir string) []string {
 	add("vsrs", "PROVIDER", "vsrs", "GRANT", "password", "TOKEN_URL", p.TokenURL(oauthtest.VSRS),
 		"CLIENT_ID", "vs", "CLIENT_SECRET", reg("vs", oauthtest.VSRS), "USERNAME", "demo", "PASSWORD", "demo-password")
 	return env
+}
+
+// demoAwaiting is the demo's user credential without a token, to try
+// tokenbroker authorize on; its redirect URI is a loopback port.
+const (
+	demoAwaiting = "livepush-new"
+	demoRedirect = "http://127.0.0.1:8976/callback"
+)
+
+// withAwaitingCredential adds demoAwaiting to a demo environment.
+func withAwaitingCredential(env []string, p *oauthtest.Provider) []string {
+	p.AddClient(oauthtest.Client{ID: "lp-new", Secret: "demo-secret-lp-new", Scopes: []string{"streams.read"},
+		RedirectURI: demoRedirect, Dialect: oauthtest.Livepush})
+	for i, kv := range env {
+		if strings.HasPrefix(kv, "TOKENBROKER_CREDENTIALS=") {
+			env[i] = kv + ", " + demoAwaiting
+		}
+	}
+	const up = "TOKENBROKER_LIVEPUSH_NEW_"
+	return append(env, up+"PROVIDER=livepush", up+"GRANT=refresh_token", up+"TOKEN_URL="+p.TokenURL(oauthtest.Livepush),
+		up+"AUTHORIZE_URL="+p.AuthorizeURL(oauthtest.Livepush), up+"CLIENT_ID=lp-new", up+"CLIENT_SECRET=demo-secret-lp-new",
+		up+"SCOPES=streams.read", up+"REDIRECT_URI="+demoRedirect)
 }
