@@ -21,7 +21,9 @@ var ErrNoRefreshToken error = noRefreshToken{}
 
 type noRefreshToken struct{}
 
-func (noRefreshToken) Error() string        { return "no refresh token yet: the credential was never authorized" }
+func (noRefreshToken) Error() string {
+	return "no refresh token yet: the credential was never authorized"
+}
 func (noRefreshToken) Is(target error) bool { return target == ErrReauthorize }
 
 // ClientCredentialsSource runs the client_credentials grant.
