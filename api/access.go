@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net"
@@ -170,18 +171,11 @@ func (s *Server) allowed(w http.ResponseWriter, r *http.Request, name, what stri
 		return false
 	}
 	s.log.Warn("access denied", "credential", name, "uid", p.UID, "gid", p.GID, "pid", p.PID,
-		"exe", cmpOr(p.Exe(), "unknown"), "allowed", a.String())
+		"exe", cmp.Or(p.Exe(), "unknown"), "allowed", a.String())
 	writeError(w, http.StatusForbidden, "access_denied", fmt.Sprintf(
 		"credential %q: this caller (uid %d, gid %d) may not %s; the operator lists who may in TOKENBROKER_%s_ALLOW_UIDS or _ALLOW_GIDS",
 		name, p.UID, p.GID, what, envName(name)))
 	return false
-}
-
-func cmpOr(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
 
 // envName is name as it appears in variable names.

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,7 +28,7 @@ func (s *Server) admin(w http.ResponseWriter, r *http.Request, name string) bool
 	if p != nil {
 		who = fmt.Sprintf("uid %d", p.UID)
 		s.log.Warn("access denied: authorize needs the broker's user or root", "credential", name,
-			"uid", p.UID, "gid", p.GID, "pid", p.PID, "exe", cmpOr(p.Exe(), "unknown"))
+			"uid", p.UID, "gid", p.GID, "pid", p.PID, "exe", cmp.Or(p.Exe(), "unknown"))
 	}
 	writeError(w, http.StatusForbidden, "access_denied", fmt.Sprintf(
 		"credential %q: %s may not authorize it; run tokenbroker authorize as the broker's user or root", name, who))

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -56,7 +57,7 @@ func authorizeCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stdout, "Open this URL in a browser and approve access for %s:\n\n  %s\n\nWaiting for the provider to send the browser back to %s ...\n", name, ar.URL, ar.RedirectURI)
 	} else {
 		fmt.Fprintf(stdout, "Open this URL in a browser and approve access for %s:\n\n  %s\n\n", name, ar.URL)
-		fmt.Fprintf(stdout, "The provider then sends the browser to %s?code=...\nPaste that whole address here and press Enter:\n", cmpOrDefault(ar.RedirectURI, "the redirect URI"))
+		fmt.Fprintf(stdout, "The provider then sends the browser to %s?code=...\nPaste that whole address here and press Enter:\n", cmp.Or(ar.RedirectURI, "the redirect URI"))
 		wait = readPasted(stdin, *timeout)
 	}
 	answer, err := wait()
@@ -87,13 +88,6 @@ func authorizeCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) int 
 	fmt.Fprintf(stdout, "%s is authorized: the token expires %s and the broker keeps it fresh (state %s).\n",
 		name, st.ExpiresAt.Local().Format(time.RFC3339), st.State)
 	return exitOK
-}
-
-func cmpOrDefault(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
 
 // loopback reports whether redirect is an http URI on a loopback address
