@@ -121,8 +121,8 @@ func (b *Broker) refresh(ctx context.Context, c *cred) error {
 	switch {
 	case errors.Is(err, ErrLockHeld):
 		return b.awaitPeer(ctx, c)
-	case err != nil && !b.mayRefreshUnlocked(c, time.Now()):
-		return fmt.Errorf("taking the refresh lock: %w (a rotating refresh token is not spent without it while the current token lasts)", err)
+	case err != nil && !b.mayRefreshUnlocked(c):
+		return fmt.Errorf("taking the refresh lock: %w (a refresh token is never spent without it; the token in hand is served until it expires)", err)
 	case err != nil:
 		b.log.Warn("refreshing without the fleet lock", "credential", c.Name, "err", err)
 		lease = noLease{}
@@ -184,17 +184,13 @@ func lockOutcome(err error) string {
 
 // mayRefreshUnlocked decides whether c may be refreshed while the shared
 // lock cannot be taken (the store is unreachable). Grants without a refresh
-// token share no secret state, so they may. A refresh token is spent without
-// the lock only when the token in hand would otherwise expire: a reuse that
-// some providers punish by revoking the grant is then the lesser harm than
-// certain failure.
-func (b *Broker) mayRefreshUnlocked(c *cred, now time.Time) bool {
-	if c.Source.Grant() != sources.RefreshToken {
-		return true
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return !c.tok.Valid(now, 2*minTTL(&c.tok))
+// token share no secret state, so they may. A refresh token is never spent
+// without the lock: every broker of the fleet would reach that decision at
+// once, and a provider that detects reuse then revokes the grant for all of
+// them, which needs an operator to authorize again. Waiting for Redis costs
+// at most an outage of this credential that ends by itself.
+func (b *Broker) mayRefreshUnlocked(c *cred) bool {
+	return c.Source.Grant() != sources.RefreshToken
 }
 
 // save writes rec and clears c.unsaved. When a newer record is stored, that

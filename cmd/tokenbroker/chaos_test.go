@@ -310,8 +310,9 @@ func hammer(ctx context.Context, sock string, names []string, p *oauthtest.Provi
 			time.Sleep(20 * time.Millisecond)
 		case code == 200:
 			exp, perr := time.Parse(time.RFC3339, h.ExpiresAt)
-			// expires_at has whole seconds, rounded down.
-			if !p.Valid(h.AccessToken) || h.ExpiresIn <= 0 || perr != nil || !exp.Add(time.Second).After(now) {
+			// expires_in and expires_at are whole seconds, rounded down: a
+			// token with 0.99 s left says 0.
+			if !p.Valid(h.AccessToken) || h.ExpiresIn < 0 || perr != nil || !exp.Add(time.Second).After(now) {
 				st.invalid.Add(1)
 				st.note("%s: 200 with an invalid or expired token (expires_in %d, expires_at %s)", n, h.ExpiresIn, h.ExpiresAt)
 				continue
