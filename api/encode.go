@@ -53,8 +53,28 @@ func appendHandout(dst []byte, h broker.Handout, now time.Time) []byte {
 	dst = append(dst, `,"token_type":"Bearer","expires_in":`...)
 	dst = strconv.AppendInt(dst, secs, 10)
 	dst = append(dst, `,"expires_at":"`...)
-	dst = h.Expiry.UTC().AppendFormat(dst, time.RFC3339)
+	dst = appendRFC3339UTC(dst, h.Expiry)
 	return append(dst, "\"}\n"...)
+}
+
+// appendRFC3339UTC appends t in UTC as time.RFC3339 formats it
+// ("2006-01-02T15:04:05Z"), without parsing a layout: years 0 to 9999 are
+// written digit by digit, others (which RFC 3339 cannot express anyway) by
+// AppendFormat.
+func appendRFC3339UTC(dst []byte, t time.Time) []byte {
+	t = t.UTC()
+	year, month, day := t.Date()
+	if year < 0 || year > 9999 {
+		return t.AppendFormat(dst, time.RFC3339)
+	}
+	hour, minute, sec := t.Clock()
+	return append(dst,
+		byte('0'+year/1000), byte('0'+year/100%10), byte('0'+year/10%10), byte('0'+year%10), '-',
+		byte('0'+int(month)/10), byte('0'+int(month)%10), '-',
+		byte('0'+day/10), byte('0'+day%10), 'T',
+		byte('0'+hour/10), byte('0'+hour%10), ':',
+		byte('0'+minute/10), byte('0'+minute%10), ':',
+		byte('0'+sec/10), byte('0'+sec%10), 'Z')
 }
 
 const hexDigits = "0123456789abcdef"
@@ -65,8 +85,15 @@ const hexDigits = "0123456789abcdef"
 // U+2028 and U+2029 are escaped so the output is also valid JavaScript.
 func appendJSONString(dst []byte, s string) []byte {
 	dst = append(dst, '"')
+	// Tokens rarely hold a byte that needs a look: find the first one eight
+	// bytes at a time and copy what comes before it at once.
+	plain := plainPrefix(s)
+	if plain == len(s) {
+		dst = append(dst, s...)
+		return append(dst, '"')
+	}
 	start := 0
-	for i := 0; i < len(s); {
+	for i := plain; i < len(s); {
 		c := s[i]
 		if c < utf8.RuneSelf {
 			if c >= 0x20 && c != '"' && c != '\\' {
@@ -132,4 +159,41 @@ func writeErrorExtra(w http.ResponseWriter, status int, code, desc string, extra
 	hdr["Cache-Control"] = noStore
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
+}
+
+// Word-at-a-time byte tests (Hacker's Delight, "Bit Twiddling Hacks").
+const (
+	ones  = 0x0101010101010101
+	highs = 0x8080808080808080
+)
+
+// plainPrefix returns the length of the longest prefix of s that
+// appendJSONString copies as it is: printable ASCII other than '"' and '\\'.
+func plainPrefix(s string) int {
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		w := s[i : i+8] // one bounds check for the eight loads, which the compiler merges
+		x := uint64(w[0]) | uint64(w[1])<<8 | uint64(w[2])<<16 | uint64(w[3])<<24 |
+			uint64(w[4])<<32 | uint64(w[5])<<40 | uint64(w[6])<<48 | uint64(w[7])<<56
+		if needsLook(x) {
+			break
+		}
+	}
+	for ; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= utf8.RuneSelf {
+			return i
+		}
+	}
+	return len(s)
+}
+
+// needsLook reports whether one of x's eight bytes is >= 0x80, < 0x20, '"'
+// or '\\'. It never misses one (a byte of the word that is below the bound
+// always sets its own high bit in the test, whatever the borrows do), and a
+// word it flags is scanned byte by byte anyway.
+func needsLook(x uint64) bool {
+	ctl := (x - ones*0x20) &^ x // a byte < 0x20
+	q := x ^ (ones * '"')       // a '"' becomes 0
+	bs := x ^ (ones * '\\')     // a '\\' becomes 0
+	return (x|ctl|(q-ones)&^q|(bs-ones)&^bs)&highs != 0
 }

@@ -17,63 +17,58 @@ func chain(h http.Handler, mw ...func(http.Handler) http.Handler) http.Handler {
 	return h
 }
 
-// recoverPanics turns a handler's panic into a logged error and a 500 JSON
-// answer. The log names the method and path and the panic, never the
-// request's headers or body. When the answer had already begun, the
-// connection is aborted instead, so a client never takes half an answer for
-// a whole one.
-func recoverPanics(log *slog.Logger) func(http.Handler) http.Handler {
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			tw := newTrackingWriter(w)
-			defer func() {
-				v := recover()
-				wrote := tw.status != 0
-				tw.release()
-				if v == nil {
-					return
-				}
+// guard is the outermost layer: it turns a handler's panic into a logged
+// error and a 500 JSON answer, and logs one Debug line per request (method,
+// path, status and duration, never a body). It is one wrapper, with one
+// pooled trackingWriter, where it used to be two (access log outside, panic
+// recovery inside); what it logs and answers is the same:
+//
+//   - The panic log names the method and path and the panic, never the
+//     request's headers or body.
+//   - When the answer had already begun, the connection is aborted instead
+//     (http.ErrAbortHandler), so a client never takes half an answer for a
+//     whole one; no access line is written then, as before.
+//   - A recovered panic is logged as a 500 in the access line.
+//   - With Debug off the access log costs one Enabled call.
+func guard(log *slog.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		logReq := log.Enabled(r.Context(), slog.LevelDebug)
+		var start time.Time
+		if logReq {
+			start = time.Now()
+		}
+		tw := newTrackingWriter(w)
+		defer func() {
+			v := recover()
+			status := tw.status
+			tw.release()
+			if v != nil {
 				if v == http.ErrAbortHandler {
 					panic(v)
 				}
 				log.Error("handler panicked", "method", logSafe(r.Method), "path", logSafe(r.URL.EscapedPath()),
 					"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
-				if wrote {
+				if status != 0 {
 					panic(http.ErrAbortHandler)
 				}
 				writeError(w, http.StatusInternalServerError, "internal_error",
 					"the broker failed while answering this request; its log says why")
-			}()
-			next.ServeHTTP(tw, r)
-		})
-	}
-}
-
-// logAccess logs one Debug line per request: method, path, status and
-// duration, never a body. With Debug off it costs one Enabled call.
-func logAccess(log *slog.Logger) func(http.Handler) http.Handler {
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			ctx := r.Context()
-			if !log.Enabled(ctx, slog.LevelDebug) {
-				next.ServeHTTP(w, r)
+				status = http.StatusInternalServerError
+			}
+			if !logReq {
 				return
 			}
-			start := time.Now()
-			tw := newTrackingWriter(w)
-			defer tw.release()
-			next.ServeHTTP(tw, r)
-			status := tw.status
 			if status == 0 {
 				status = http.StatusOK
 			}
-			log.LogAttrs(ctx, slog.LevelDebug, "request",
+			log.LogAttrs(r.Context(), slog.LevelDebug, "request",
 				slog.String("method", logSafe(r.Method)),
 				slog.String("path", logSafe(r.URL.EscapedPath())),
 				slog.Int("status", status),
 				slog.Duration("duration", time.Since(start)))
-		})
-	}
+		}()
+		next.ServeHTTP(tw, r)
+	})
 }
 
 // maxLogged bounds request-supplied strings in the log.
