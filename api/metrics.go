@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"runtime"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,33 +22,39 @@ import (
 type Metrics struct {
 	reg *prometheus.Registry
 
-	handouts     *prometheus.CounterVec
-	refreshes    *prometheus.CounterVec
 	refreshTime  *prometheus.HistogramVec
 	lockWait     *prometheus.HistogramVec
 	redisErrors  prometheus.Counter
 	accessDenied *prometheus.CounterVec
 
-	// byName holds the hot path's counters, made once per credential so a
-	// handout counts with one map read and an atomic add.
-	byName map[string]*handoutCounters
+	// byName holds each credential's counters as plain atomics, made once,
+	// so a handout counts with one map read and an atomic add, and 10k
+	// credentials cost a few hundred KiB rather than a Prometheus series
+	// object per label set. The counts collector exports them at scrape.
+	byName map[string]*credCounts
+	// rare counts what has no slot there: other status codes, and names
+	// no credential has (labelled "").
+	rareMu sync.Mutex
+	rare   map[rareKey]*atomic.Uint64
 }
 
-type handoutCounters struct{ ok, unavailable prometheus.Counter }
+// credCounts are one credential's handout and refresh counts.
+type credCounts struct {
+	ok, unavailable atomic.Uint64
+	results         [len(resultNames)]atomic.Uint64
+}
+
+type rareKey struct{ metric, credential, label string }
+
+// resultNames are the refresh results, in credCounts.results order.
+var resultNames = [...]broker.Result{broker.ResultOK, broker.ResultAdopted, broker.ResultPeer,
+	broker.ResultTransient, broker.ResultReauthorize, broker.ResultRejected}
 
 // NewMetrics returns the broker's metrics, with Go runtime, process and
 // build-info collectors. version labels tokenbroker_build_info.
 func NewMetrics(version string) *Metrics {
 	m := &Metrics{
 		reg: prometheus.NewRegistry(),
-		handouts: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tokenbroker_handouts_total",
-			Help: "Token requests answered, by credential and HTTP status code (credential is empty for unknown names).",
-		}, []string{"credential", "code"}),
-		refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tokenbroker_refreshes_total",
-			Help: "Refresh attempts by credential and result (ok, adopted, peer, transient, reauthorize, rejected).",
-		}, []string{"credential", "result"}),
 		refreshTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "tokenbroker_refresh_duration_seconds",
 			Help:    "Time a refresh attempt took, lock and provider request included, by provider.",
@@ -65,7 +73,8 @@ func NewMetrics(version string) *Metrics {
 			Name: "tokenbroker_access_denied_total",
 			Help: "Requests refused by the socket's access rules, by credential.",
 		}, []string{"credential"}),
-		byName: map[string]*handoutCounters{},
+		byName: map[string]*credCounts{},
+		rare:   map[rareKey]*atomic.Uint64{},
 	}
 	build := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "tokenbroker_build_info",
@@ -73,14 +82,23 @@ func NewMetrics(version string) *Metrics {
 		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()},
 	})
 	build.Set(1)
-	m.reg.MustRegister(m.handouts, m.refreshes, m.refreshTime, m.lockWait, m.redisErrors, m.accessDenied, build,
+	m.reg.MustRegister(countsCollector{m}, m.refreshTime, m.lockWait, m.redisErrors, m.accessDenied, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
 // Refreshed implements broker.Observer.
 func (m *Metrics) Refreshed(credential, provider string, result broker.Result, d time.Duration) {
-	m.refreshes.WithLabelValues(credential, string(result)).Inc()
+	if cc := m.byName[credential]; cc != nil {
+		for i, r := range resultNames {
+			if r == result {
+				cc.results[i].Add(1)
+				break
+			}
+		}
+	} else {
+		m.rareCount(refreshesDesc, credential, string(result))
+	}
 	m.refreshTime.WithLabelValues(provider).Observe(d.Seconds())
 }
 
@@ -101,13 +119,7 @@ func (m *Metrics) Handler() http.Handler {
 // A Server calls it once.
 func (m *Metrics) track(b Broker) {
 	for _, st := range b.Status() {
-		m.byName[st.Name] = &handoutCounters{
-			ok:          m.handouts.WithLabelValues(st.Name, "200"),
-			unavailable: m.handouts.WithLabelValues(st.Name, "503"),
-		}
-		for _, r := range []broker.Result{broker.ResultOK, broker.ResultTransient} {
-			m.refreshes.WithLabelValues(st.Name, string(r)) // exported at 0 from the start
-		}
+		m.byName[st.Name] = &credCounts{}
 	}
 	m.reg.MustRegister(&statusCollector{b: b})
 }
@@ -117,16 +129,68 @@ func (m *Metrics) handout(name string, code int) {
 	if m == nil {
 		return
 	}
-	hc := m.byName[name]
+	cc := m.byName[name]
 	switch {
-	case hc == nil:
-		m.handouts.WithLabelValues("", strconv.Itoa(code)).Inc()
+	case cc == nil:
+		m.rareCount(handoutsDesc, "", strconv.Itoa(code))
 	case code == http.StatusOK:
-		hc.ok.Inc()
+		cc.ok.Add(1)
 	case code == http.StatusServiceUnavailable:
-		hc.unavailable.Inc()
+		cc.unavailable.Add(1)
 	default:
-		m.handouts.WithLabelValues(name, strconv.Itoa(code)).Inc()
+		m.rareCount(handoutsDesc, name, strconv.Itoa(code))
+	}
+}
+
+// rareCount counts one event that has no per-credential slot.
+func (m *Metrics) rareCount(d *prometheus.Desc, credential, label string) {
+	k := rareKey{d.String(), credential, label}
+	m.rareMu.Lock()
+	c := m.rare[k]
+	if c == nil {
+		c = new(atomic.Uint64)
+		m.rare[k] = c
+	}
+	m.rareMu.Unlock()
+	c.Add(1)
+}
+
+var (
+	handoutsDesc = prometheus.NewDesc("tokenbroker_handouts_total",
+		"Token requests answered, by credential and HTTP status code (credential is empty for unknown names).",
+		[]string{"credential", "code"}, nil)
+	refreshesDesc = prometheus.NewDesc("tokenbroker_refreshes_total",
+		"Refresh attempts by credential and result (ok, adopted, peer, transient, reauthorize, rejected).",
+		[]string{"credential", "result"}, nil)
+)
+
+// countsCollector exports the handout and refresh counts.
+type countsCollector struct{ m *Metrics }
+
+func (c countsCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- handoutsDesc
+	ch <- refreshesDesc
+}
+
+func (c countsCollector) Collect(ch chan<- prometheus.Metric) {
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	for name, cc := range c.m.byName {
+		counter(handoutsDesc, cc.ok.Load(), name, "200")
+		counter(handoutsDesc, cc.unavailable.Load(), name, "503")
+		for i, r := range resultNames {
+			counter(refreshesDesc, cc.results[i].Load(), name, string(r))
+		}
+	}
+	c.m.rareMu.Lock()
+	defer c.m.rareMu.Unlock()
+	for k, v := range c.m.rare {
+		d := handoutsDesc
+		if k.metric == refreshesDesc.String() {
+			d = refreshesDesc
+		}
+		counter(d, v.Load(), k.credential, k.label)
 	}
 }
 

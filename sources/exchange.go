@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
@@ -35,8 +34,10 @@ type Endpoint struct {
 	HTTP *http.Client
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
-	// Log, when set, hears that the previous client secret was needed.
-	Log *slog.Logger
+	// Warn, when set, hears that the previous client secret was needed.
+	// A function, not a logger per credential: 10k credentials each with
+	// their own slog handler would cost more than the rest of them.
+	Warn func(msg string)
 
 	secrets atomic.Pointer[[2]Secret] // replaces Client's two secrets once set
 }
@@ -75,8 +76,8 @@ func (e *Endpoint) Exchange(ctx context.Context, g Grant, params url.Values) (To
 	if err2 != nil {
 		return Token{}, err // the current secret's refusal is the one to fix
 	}
-	if e.Log != nil {
-		e.Log.Warn("the provider refused the current client secret and accepted the previous one; finish the rotation at the provider, then drop the previous secret")
+	if e.Warn != nil {
+		e.Warn("the provider refused the current client secret and accepted the previous one; finish the rotation at the provider, then drop the previous secret")
 	}
 	return t, nil
 }

@@ -26,7 +26,8 @@ func TestPreviousClientSecret(t *testing.T) {
 			src, e := newSource(t, p, s)
 			id := e.Client.ID
 			var logs bytes.Buffer
-			e.Log = slog.New(slog.NewTextHandler(&logs, nil))
+			log := slog.New(slog.NewTextHandler(&logs, nil))
+			e.Warn = func(msg string) { log.Warn(msg) }
 			register := func(secret string, others ...string) {
 				p.AddClient(oauthtest.Client{ID: id, Secret: secret, OtherSecrets: others, Scopes: s.scopes,
 					RedirectURI: "https://app.example/cb", Dialect: s.dialect})

@@ -1111,7 +1111,8 @@ func show(s string) string {
 // credential builds the broker's credential: the Source for the grant over
 // an Endpoint in the credential's dialect, sending with hc.
 func (c CredentialConfig) credential(hc *http.Client, log *slog.Logger) (broker.Credential, *live, error) {
-	e := &sources.Endpoint{Dialect: c.Dialect, Client: c.Client, HTTP: hc, Log: log.With("credential", c.Name)}
+	e := &sources.Endpoint{Dialect: c.Dialect, Client: c.Client, HTTP: hc,
+		Warn: func(msg string) { log.Warn(msg, "credential", c.Name) }}
 	src, err := sources.New(c.Grant, e, c.Username, c.Password)
 	if err != nil {
 		return broker.Credential{}, nil, fmt.Errorf("credential %s: %w", c.Name, err)
