@@ -10,9 +10,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-
-	"github.com/tokenbroker/tokenbroker/broker/redistest"
-	"github.com/tokenbroker/tokenbroker/sources/oauthtest"
 )
 
 // The Redis side of TestRedisCommandsPerHandoutAndRefresh, counted by the
@@ -22,21 +19,7 @@ import (
 // and also those the scripts ran (HGET, HSET, PUBLISH, SET, DEL); the
 // broker's client hook counts only the first kind.
 func TestRedisCommandstats(t *testing.T) {
-	srv := redistest.Start(t)
-	p := oauthtest.StartTest(t, oauthtest.Options{AccessLifetime: time.Hour, Rotate: true})
-	p.AddClient(oauthtest.Client{ID: "fw", RedirectURI: "http://127.0.0.1/cb", Dialect: oauthtest.Firework})
-	c := srv.Client()
-	hook := &countingHook{}
-	c.AddHook(hook)
-	store, _ := NewRedisStore(RedisOptions{Client: c})
-	b, err := New(Options{Store: store, Logger: quiet}, []Credential{fleetCred(p, p.IssueRefreshToken("fw"))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	srv, b, hook := countedBroker(t)
 	ctx := context.Background()
 	if _, err := b.Token(ctx, "fw"); err != nil {
 		t.Fatal(err)

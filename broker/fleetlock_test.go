@@ -34,21 +34,7 @@ func fleetCred(p *oauthtest.Provider, seed string) Credential {
 
 // A handout costs no Redis command; a refresh costs a handful.
 func TestRedisCommandsPerHandoutAndRefresh(t *testing.T) {
-	srv := redistest.Start(t)
-	p := oauthtest.StartTest(t, oauthtest.Options{AccessLifetime: time.Hour, Rotate: true})
-	p.AddClient(oauthtest.Client{ID: "fw", RedirectURI: "http://127.0.0.1/cb", Dialect: oauthtest.Firework})
-	c := srv.Client()
-	hook := &countingHook{}
-	c.AddHook(hook)
-	store, _ := NewRedisStore(RedisOptions{Client: c})
-	b, err := New(Options{Store: store, Logger: quiet}, []Credential{fleetCred(p, p.IssueRefreshToken("fw"))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	_, b, hook := countedBroker(t)
 	if _, err := b.Token(context.Background(), "fw"); err != nil {
 		t.Fatal(err)
 	}
@@ -129,4 +115,26 @@ func TestDeadLockHolderIsReplacedAfterTheLease(t *testing.T) {
 	if st := p.Stats(); st.ReuseEvents != 0 {
 		t.Errorf("reuse events = %d; want 0", st.ReuseEvents)
 	}
+}
+
+// countedBroker starts a broker on a fresh redis-server whose client counts
+// the commands it sends, with one rotating credential "fw".
+func countedBroker(t *testing.T) (*redistest.Server, *Broker, *countingHook) {
+	t.Helper()
+	srv := redistest.Start(t)
+	p := oauthtest.StartTest(t, oauthtest.Options{AccessLifetime: time.Hour, Rotate: true})
+	p.AddClient(oauthtest.Client{ID: "fw", RedirectURI: "http://127.0.0.1/cb", Dialect: oauthtest.Firework})
+	c := srv.Client()
+	hook := &countingHook{}
+	c.AddHook(hook)
+	store, _ := NewRedisStore(RedisOptions{Client: c})
+	b, err := New(Options{Store: store, Logger: quiet}, []Credential{fleetCred(p, p.IssueRefreshToken("fw"))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return srv, b, hook
 }
