@@ -119,9 +119,21 @@ func (m *Metrics) Handler() http.Handler {
 // A Server calls it once.
 func (m *Metrics) track(b Broker) {
 	for _, st := range b.Status() {
-		m.byName[st.Name] = &credCounts{}
+		m.AddCredentials(st.Name)
 	}
 	m.reg.MustRegister(&statusCollector{b: b})
+}
+
+// AddCredentials makes the counters of the named credentials. Call it
+// before the broker starts: its first refreshes are counted at once, and
+// the counters are read without a lock. NewServer adds any name still
+// missing.
+func (m *Metrics) AddCredentials(names ...string) {
+	for _, n := range names {
+		if m.byName[n] == nil {
+			m.byName[n] = &credCounts{}
+		}
+	}
 }
 
 // handout counts one answer to a token request.
@@ -176,19 +188,31 @@ func (c countsCollector) Collect(ch chan<- prometheus.Metric) {
 	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
 	}
-	for name, cc := range c.m.byName {
-		counter(handoutsDesc, cc.ok.Load(), name, "200")
-		counter(handoutsDesc, cc.unavailable.Load(), name, "503")
-		for i, r := range resultNames {
-			counter(refreshesDesc, cc.results[i].Load(), name, string(r))
-		}
-	}
+	// A count made before its credential had a slot (a refresh counted
+	// before NewServer, without AddCredentials) is added to the slot's, so
+	// no label set is exported twice.
 	c.m.rareMu.Lock()
 	defer c.m.rareMu.Unlock()
+	early := func(d *prometheus.Desc, name, label string) uint64 {
+		if v := c.m.rare[rareKey{d.String(), name, label}]; v != nil {
+			return v.Load()
+		}
+		return 0
+	}
+	for name, cc := range c.m.byName {
+		counter(handoutsDesc, cc.ok.Load()+early(handoutsDesc, name, "200"), name, "200")
+		counter(handoutsDesc, cc.unavailable.Load()+early(handoutsDesc, name, "503"), name, "503")
+		for i, r := range resultNames {
+			counter(refreshesDesc, cc.results[i].Load()+early(refreshesDesc, name, string(r)), name, string(r))
+		}
+	}
 	for k, v := range c.m.rare {
 		d := handoutsDesc
 		if k.metric == refreshesDesc.String() {
 			d = refreshesDesc
+		}
+		if c.m.byName[k.credential] != nil && (d == refreshesDesc || k.label == "200" || k.label == "503") {
+			continue // merged above
 		}
 		counter(d, v.Load(), k.credential, k.label)
 	}

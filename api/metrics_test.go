@@ -16,6 +16,9 @@ import (
 // token or a caller-made name.
 func TestMetrics(t *testing.T) {
 	m := api.NewMetrics("v1.2.3")
+	// A refresh counted before the server knows its credential (the broker
+	// starts before NewServer): counted once, never a duplicate series.
+	m.Refreshed("svc", "firework", broker.ResultOK, time.Millisecond)
 	h := api.NewServer(newFake(), api.Options{Logger: discard(), Metrics: m}).Handler()
 	for range 3 {
 		serveHTTP(h, "GET", "/v1/tokens/svc")
@@ -37,9 +40,9 @@ func TestMetrics(t *testing.T) {
 		`tokenbroker_handouts_total{code="200",credential="svc"} 3`,
 		`tokenbroker_handouts_total{code="503",credential="down"} 1`,
 		`tokenbroker_handouts_total{code="404",credential=""} 1`,
-		`tokenbroker_refreshes_total{credential="svc",result="ok"} 1`,
+		`tokenbroker_refreshes_total{credential="svc",result="ok"} 2`,
 		`tokenbroker_refreshes_total{credential="svc",result="transient"} 1`,
-		`tokenbroker_refresh_duration_seconds_count{provider="firework"} 2`,
+		`tokenbroker_refresh_duration_seconds_count{provider="firework"} 3`,
 		`tokenbroker_lock_wait_seconds_count{outcome="acquired"} 1`,
 		`tokenbroker_redis_errors_total 1`,
 		`tokenbroker_credential_state{credential="down",state="retrying"} 1`,

@@ -111,6 +111,11 @@ func scaleRun(t *testing.T, n int, wired bool) {
 		t.Fatal(err)
 	}
 	defer store.Close()
+	if metrics != nil { // as serve does, before the broker starts
+		for _, c := range creds {
+			metrics.AddCredentials(c.Name)
+		}
+	}
 	b, err := broker.New(broker.Options{Store: store, Logger: log, Observer: obs, ProviderConcurrency: concurrency}, creds)
 	if err != nil {
 		t.Fatal(err)

@@ -77,6 +77,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func()) erro
 		}
 		creds, lives = append(creds, c), append(lives, l)
 	}
+	for _, c := range creds {
+		metrics.AddCredentials(c.Name)
+	}
 	b, err := broker.New(broker.Options{
 		Store:               store,
 		Logger:              log,
