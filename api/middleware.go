@@ -9,14 +9,6 @@ import (
 	"time"
 )
 
-// chain wraps h in middleware, the first outermost.
-func chain(h http.Handler, mw ...func(http.Handler) http.Handler) http.Handler {
-	for i := len(mw) - 1; i >= 0; i-- {
-		h = mw[i](h)
-	}
-	return h
-}
-
 // guard is the outermost layer: it turns a handler's panic into a logged
 // error and a 500 JSON answer, and logs one Debug line per request (method,
 // path, status and duration, never a body). It is one wrapper, with one

@@ -92,7 +92,7 @@ func NewServer(b Broker, opts Options) *Server {
 	if s.metrics != nil {
 		s.metrics.track(b)
 	}
-	s.routed = chain(s.routes(), requireHeader)
+	s.routed = requireHeader(s.routes())
 	s.handler = guard(log, http.HandlerFunc(s.dispatch))
 	s.srv = &http.Server{
 		Handler:           s.handler,

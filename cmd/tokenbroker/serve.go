@@ -52,6 +52,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func()) erro
 	}
 	local.Sealer = sealer
 	metrics := api.NewMetrics(version)
+	crash := crashPoint(cfg.env())
 	var store broker.Store = local
 	if cfg.Redis != nil {
 		redis.SetLogger(redisLog{log})
@@ -62,7 +63,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func()) erro
 		if err != nil {
 			return err
 		}
-		store = &broker.FleetStore{Local: local, Shared: shared, Logger: log, CrashPoint: crashPoint(cfg.env())}
+		store = &broker.FleetStore{Local: local, Shared: shared, Logger: log, CrashPoint: crash}
 		log.Info("fleet mode: sharing tokens through Redis", "redis", cfg.Redis.Addrs, "sentinel_master", cfg.Redis.MasterName, "prefix", cfg.RedisPrefix)
 	}
 	defer store.Close()
@@ -76,9 +77,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func()) erro
 			return fmt.Errorf("credential %q: %w", cc.Name, err)
 		}
 		creds, lives = append(creds, c), append(lives, l)
-	}
-	for _, c := range creds {
-		metrics.AddCredentials(c.Name)
+		metrics.AddCredentials(c.Name) // before the broker starts counting
 	}
 	b, err := broker.New(broker.Options{
 		Store:               store,
@@ -89,7 +88,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func()) erro
 		BackoffMax:          cfg.BackoffMax,
 		ProviderConcurrency: cfg.ProviderConcurrency,
 		Observer:            metrics,
-		CrashPoint:          crashPoint(cfg.env()),
+		CrashPoint:          crash,
 	}, creds)
 	if err != nil {
 		return err
