@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/sources"
@@ -106,4 +107,27 @@ func TestForcedRefreshCallsProvider(t *testing.T) {
 	if h := mustToken(t, b, "cc"); h.AccessToken.Equal(first.AccessToken) {
 		t.Error("forced refresh did not replace the token")
 	}
+}
+
+// A forced refresh that arrives while another refresh is already talking to
+// the provider does not settle for that one (it may carry a token issued
+// before the operator asked): it makes its own call afterwards.
+func TestForcedRefreshDuringARefreshCallsAgain(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newFakeProvider(time.Hour, false)
+		b := start(t, openStore(t, t.TempDir()), Credential{Name: "cc", Provider: "fake", Source: fakeSource{p, sources.ClientCredentials}, Fingerprint: "cc"})
+		defer b.Close()
+		mustToken(t, b, "cc")
+		p.mu.Lock()
+		p.delay = time.Second
+		p.mu.Unlock()
+		go b.Refresh(context.Background(), "cc")
+		synctest.Wait() // the first forced refresh waits on the provider
+		if err := b.Refresh(context.Background(), "cc"); err != nil {
+			t.Fatal(err)
+		}
+		if calls, _ := p.stats(); calls != 3 {
+			t.Errorf("provider calls = %d; want 3 (first token, the refresh in flight, the one asked for during it)", calls)
+		}
+	})
 }

@@ -120,11 +120,24 @@ func (b *Broker) Refresh(ctx context.Context, name string) error {
 		c.state = StateRetrying // the operator asks for another try
 	}
 	c.force = true
+	joined := c.inflight != nil
 	c.mu.Unlock()
-	select {
-	case <-b.startRefresh(c):
-	case <-ctx.Done():
-		return ctx.Err()
+	for {
+		select {
+		case <-b.startRefresh(c):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		// A refresh already past its provider call when we asked leaves
+		// force set: it may carry a token issued before the request, so
+		// make one call of our own.
+		c.mu.Lock()
+		again := joined && c.force
+		c.mu.Unlock()
+		if !again {
+			break
+		}
+		joined = false
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

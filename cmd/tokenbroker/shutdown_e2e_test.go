@@ -26,17 +26,19 @@ func TestGracefulShutdown(t *testing.T) {
 		keys, _ := rc.Keys(context.Background(), "*:lock").Result()
 		return len(keys)
 	}
-	hang := func(d *daemon) {
+	hang := func(logs *syncBuffer) {
 		t.Helper()
 		p.Inject(oauthtest.Fault{Delay: time.Minute})
-		go func() {
-			if err := refreshOver(httpOver(sock), "lp"); err != nil {
-				t.Logf("forced refresh: %v", err)
-			}
-		}()
+		done := make(chan error, 1)
+		go func() { done <- refreshOver(httpOver(sock), "lp") }()
 		for deadline := time.Now().Add(30 * time.Second); locks() == 0; time.Sleep(20 * time.Millisecond) {
+			select {
+			case err := <-done:
+				t.Fatalf("the forced refresh ended (%v) before it took the lock; provider saw %+v\n%s", err, p.Stats(), logs)
+			default:
+			}
 			if time.Now().After(deadline) {
-				t.Fatal("the refresh never took the lock")
+				t.Fatalf("the refresh never took the lock; provider saw %+v\n%s", p.Stats(), logs)
 			}
 		}
 	}
@@ -46,7 +48,7 @@ func TestGracefulShutdown(t *testing.T) {
 	if st, _, _ := get(t, httpOver(sock), "/v1/tokens/lp"); st != 200 {
 		t.Fatalf("first handout: %d", st)
 	}
-	hang(d)
+	hang(logs)
 	start := time.Now()
 	_ = d.cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -70,7 +72,7 @@ func TestGracefulShutdown(t *testing.T) {
 	// A second signal: out now, exit 1.
 	logs2 := &syncBuffer{}
 	d = startDaemon(t, environ, sock, logs2)
-	hang(d)
+	hang(logs2)
 	_ = d.cmd.Process.Signal(syscall.SIGTERM)
 	time.Sleep(300 * time.Millisecond)
 	_ = d.cmd.Process.Signal(syscall.SIGINT)
