@@ -287,3 +287,55 @@ func TestRefreshWithoutTheLock(t *testing.T) {
 		}
 	})
 }
+
+// lockHookStore runs onLock once, before the first Lock it is asked for.
+type lockHookStore struct {
+	Store
+	mu     sync.Mutex
+	onLock func()
+}
+
+func (s *lockHookStore) Lock(ctx context.Context, key string) (Lease, error) {
+	s.mu.Lock()
+	f := s.onLock
+	s.onLock = nil
+	s.mu.Unlock()
+	if f != nil {
+		f()
+	}
+	return s.Store.Lock(ctx, key)
+}
+
+// A peer's token that arrives (and is adopted through the store's event)
+// while a scheduled refresh waits for the lock ends that refresh: the
+// re-read under the lock finds nothing newer than what is held, but the
+// token in hand is fresh, so calling the provider would waste a cycle.
+func TestRefreshSkipsATokenAdoptedWhileWaitingForTheLock(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newFakeProvider(10*time.Minute, false)
+		store := &lockHookStore{Store: openStore(t, t.TempDir())}
+		b := start(t, store, Credential{Name: "cc", Provider: "fake", Source: fakeSource{p, sources.ClientCredentials}, Fingerprint: "cc"})
+		defer b.Close()
+		mustToken(t, b, "cc")
+		c := b.creds["cc"]
+		store.mu.Lock()
+		store.onLock = func() { // a peer refreshed and its event came first
+			now := time.Now()
+			rec := Record{Generation: 2, UpdatedAt: now, Token: sources.Token{
+				AccessToken: sources.NewSecret("peer-token"), IssuedAt: now, Expiry: now.Add(10 * time.Minute)}}
+			if err := store.Store.Save(context.Background(), c.key, rec); err != nil {
+				t.Error(err)
+			}
+			b.peerChanged(c.key)
+		}
+		store.mu.Unlock()
+		time.Sleep(9 * time.Minute) // past the first token's refresh point
+		synctest.Wait()
+		if calls, _ := p.stats(); calls != 1 {
+			t.Errorf("provider calls = %d; want 1 (the peer's token was in hand when the lock was taken)", calls)
+		}
+		if h := mustToken(t, b, "cc"); h.AccessToken.Reveal() != "peer-token" {
+			t.Error("the broker does not hand out the peer's token")
+		}
+	})
+}

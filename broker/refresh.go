@@ -139,6 +139,7 @@ func (b *Broker) refresh(ctx context.Context, c *cred) error {
 	force := c.force
 	c.force = false
 	prev, gen, unsaved := c.tok, c.gen, c.unsaved
+	adopted = adopted || c.upToDate(time.Now())
 	c.mu.Unlock()
 	if err != nil {
 		return err
@@ -265,10 +266,22 @@ func (b *Broker) awaitPeer(ctx context.Context, c *cred) error {
 	if err != nil {
 		return err
 	}
+	c.mu.Lock()
+	adopted = adopted || c.upToDate(time.Now())
+	c.mu.Unlock()
 	if !adopted {
 		return ErrLockHeld
 	}
 	return errAdopted
+}
+
+// upToDate reports whether c's token needs no refresh yet: it is handed
+// out, keeps its margin, and its refresh point is ahead. A peer's token
+// adopted through the store's event (peerChangedCred) moves that point, so
+// a refresh decided just before that token arrived calls no provider.
+// c.mu must be held.
+func (c *cred) upToDate(now time.Time) bool {
+	return !c.unsaved && c.tok.Valid(now, minTTL(&c.tok)) && now.Before(c.nextRefresh)
 }
 
 // peerChanged is called by a Watcher store when another broker wrote key,
