@@ -116,13 +116,13 @@ const minInterval = time.Second
 
 // Broker keeps the credentials' tokens fresh and hands them out.
 type Broker struct {
-	opts  Options
-	log   *slog.Logger
-	creds map[string]*cred
-	byKey map[string]*cred
-	names []string
-	sched *scheduler
-	sems  map[string]chan struct{}
+	opts   Options
+	log    *slog.Logger
+	creds  map[string]*cred
+	byKey  map[string]*cred
+	names  []string
+	sched  *scheduler
+	queues map[string]*refreshQueue // by provider
 
 	ctx    context.Context // the running broker's; nil before Start
 	cancel context.CancelFunc
@@ -174,7 +174,7 @@ func New(opts Options, creds []Credential) (*Broker, error) {
 	if opts.Store == nil {
 		return nil, errors.New("broker: no store")
 	}
-	b := &Broker{opts: opts, log: opts.Logger, creds: map[string]*cred{}, byKey: map[string]*cred{}, sched: newScheduler(), sems: map[string]chan struct{}{}}
+	b := &Broker{opts: opts, log: opts.Logger, creds: map[string]*cred{}, byKey: map[string]*cred{}, sched: newScheduler(), queues: map[string]*refreshQueue{}}
 	for _, c := range creds {
 		if c.Name == "" || c.Source == nil {
 			return nil, fmt.Errorf("broker: credential %q has no name or source", c.Name)
@@ -183,10 +183,11 @@ func New(opts Options, creds []Credential) (*Broker, error) {
 			return nil, fmt.Errorf("broker: credential %q is listed twice", c.Name)
 		}
 		cr := &cred{Credential: c, key: storeKey(c), seed: seedOf(c), idx: -1, state: StatePending, changed: make(chan struct{})}
+		cr.Fingerprint = "" // only key and seed need it; 10k of them are megabytes
 		b.creds[c.Name], b.byKey[cr.key] = cr, cr
 		b.names = append(b.names, c.Name)
-		if b.sems[c.Provider] == nil {
-			b.sems[c.Provider] = make(chan struct{}, opts.ProviderConcurrency)
+		if b.queues[c.Provider] == nil {
+			b.queues[c.Provider] = &refreshQueue{max: opts.ProviderConcurrency}
 		}
 	}
 	slices.Sort(b.names)

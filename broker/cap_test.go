@@ -3,6 +3,8 @@ package broker
 import (
 	"context"
 	"fmt"
+	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -64,6 +66,12 @@ func TestPerProviderConcurrencyCap(t *testing.T) {
 		}
 		defer b.Close()
 		time.Sleep(time.Second) // the fast provider's refreshes are done; the slow one's first batch runs
+		synctest.Wait()
+		// The 17 waiting refreshes wait in a queue, not as parked goroutines.
+		buf := make([]byte, 1<<20)
+		if n := strings.Count(string(buf[:runtime.Stack(buf, true)]), "(*Broker).runRefresh("); n != 3 {
+			t.Errorf("%d goroutines run or wait in runRefresh; want 3, the cap", n)
+		}
 		for i := range 3 {
 			mustToken(t, b, fmt.Sprintf("fast%d", i))
 		}

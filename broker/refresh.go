@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/sources"
@@ -13,40 +14,86 @@ import (
 // took it instead of calling the provider.
 var errAdopted = errors.New("adopted a newer stored token")
 
-// startRefresh starts c's refresh unless one is in flight, and returns the
+// startRefresh queues c's refresh unless one is in flight, and returns the
 // channel closed when it ends. It never blocks.
 func (b *Broker) startRefresh(c *cred) <-chan struct{} {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.inflight != nil {
+		defer c.mu.Unlock()
 		return c.inflight
 	}
 	done := make(chan struct{})
 	c.inflight = done
-	b.wg.Add(1)
-	go func() {
-		defer b.wg.Done()
-		b.runRefresh(b.ctx, c)
-		c.mu.Lock()
-		c.inflight = nil
-		c.mu.Unlock()
-		close(done)
-	}()
+	c.mu.Unlock()
+	q := b.queues[c.Provider]
+	if q.push(c) {
+		b.wg.Add(1)
+		go b.work(q)
+	}
 	return done
 }
 
-// runRefresh refreshes c once under the provider's concurrency cap, records
-// the outcome and schedules the next attempt.
+// work runs q's refreshes until none is waiting.
+func (b *Broker) work(q *refreshQueue) {
+	defer b.wg.Done()
+	for c := q.pop(); c != nil; c = q.pop() {
+		b.runRefresh(b.ctx, c)
+		c.mu.Lock()
+		done := c.inflight
+		c.inflight = nil
+		c.mu.Unlock()
+		close(done)
+	}
+}
+
+// refreshQueue runs one provider's refreshes, at most max at once, in the
+// order they were asked for. A waiting refresh is a slice entry, not a
+// goroutine: a restart queues every credential at once, and 10k parked
+// goroutines would cost their stacks and ~470 B of heap each for good (the
+// runtime never frees a goroutine's descriptor).
+type refreshQueue struct {
+	mu      sync.Mutex
+	waiting []*cred
+	running int
+	max     int
+}
+
+// push queues c and reports whether the caller must start a worker.
+func (q *refreshQueue) push(c *cred) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.waiting = append(q.waiting, c)
+	if q.running < q.max {
+		q.running++
+		return true
+	}
+	return false
+}
+
+// pop takes the next waiting credential, or nil when none is left, and
+// then the calling worker must stop.
+func (q *refreshQueue) pop() *cred {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.waiting) == 0 {
+		q.waiting = nil
+		q.running--
+		return nil
+	}
+	c := q.waiting[0]
+	q.waiting[0] = nil
+	q.waiting = q.waiting[1:]
+	return c
+}
+
+// runRefresh refreshes c once, records the outcome and schedules the next
+// attempt.
 func (b *Broker) runRefresh(ctx context.Context, c *cred) {
-	sem := b.sems[c.Provider]
-	select {
-	case sem <- struct{}{}:
-	case <-ctx.Done():
-		return
+	if ctx.Err() != nil {
+		return // shutting down: release the waiters, call no one
 	}
 	start := time.Now()
 	err := b.refresh(ctx, c)
-	<-sem
 	adopted := errors.Is(err, errAdopted)
 	if adopted {
 		err = nil
