@@ -23,12 +23,16 @@ import (
 // "panic" and knows no other name.
 type hotBroker struct{ tok broker.Handout }
 
+// hotRetryAt is fixed, so that two answers for "down" compared across a
+// second boundary still say the same time.
+var hotRetryAt = time.Now().Add(time.Hour)
+
 func (b *hotBroker) Token(_ context.Context, name string) (broker.Handout, error) {
 	switch name {
 	case "svc":
 		return b.tok, nil
 	case "down":
-		return broker.Handout{}, &broker.UnavailableError{Name: name, State: broker.StateRetrying, RetryAt: time.Now().Add(90 * time.Second)}
+		return broker.Handout{}, &broker.UnavailableError{Name: name, State: broker.StateRetrying, RetryAt: hotRetryAt}
 	case "panic":
 		panic("hotBroker panics for " + name)
 	}
