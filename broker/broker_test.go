@@ -339,3 +339,52 @@ func TestRefreshSkipsATokenAdoptedWhileWaitingForTheLock(t *testing.T) {
 		}
 	})
 }
+
+// lostAckStore applies the next Save but reports a failure, as a write
+// whose answer is lost (an fsync error after the rename, a dropped
+// connection after the script ran).
+type lostAckStore struct {
+	Store
+	mu   sync.Mutex
+	lose bool
+}
+
+func (s *lostAckStore) Save(ctx context.Context, key string, rec Record) error {
+	err := s.Store.Save(ctx, key, rec)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lose && err == nil {
+		s.lose = false
+		return errors.New("connection reset after the write")
+	}
+	return err
+}
+
+// A save that landed though it reported a failure is found on the retry:
+// the retry's fenced write is refused as stale, the stored record is the
+// broker's own, and the broker hands that token out instead of keeping it
+// unpublished.
+func TestSaveThatLandedDespiteAnErrorIsPublished(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newFakeProvider(10*time.Minute, true, "rt-0")
+		store := &lostAckStore{Store: openStore(t, t.TempDir())}
+		b := start(t, store, refreshCred("fw", p, "rt-0"))
+		defer b.Close()
+		first := mustToken(t, b, "fw")
+		store.mu.Lock()
+		store.lose = true
+		store.mu.Unlock()
+		time.Sleep(8*time.Minute + 50*time.Second) // the scheduled refresh, its lost answer, the retry
+		synctest.Wait()
+		if h := mustToken(t, b, "fw"); h.AccessToken.Equal(first.AccessToken) {
+			t.Error("after the retry the broker still hands out the token before the refresh")
+		}
+		time.Sleep(2 * time.Minute) // past the first token's life
+		if _, err := b.Token(context.Background(), "fw"); err != nil {
+			t.Errorf("handout after the first token's expiry: %v", err)
+		}
+		if calls, reuse := p.stats(); calls != 2 || reuse != 0 {
+			t.Errorf("provider calls %d, reuse %d; want 2 (first, scheduled) and 0", calls, reuse)
+		}
+	})
+}

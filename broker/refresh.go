@@ -200,6 +200,9 @@ func (b *Broker) refresh(ctx context.Context, c *cred) error {
 		if err := b.save(ctx, c, Record{Generation: gen, Token: prev, Seed: c.seed, UpdatedAt: time.Now()}); err != nil {
 			return err
 		}
+		if !force && prev.Valid(time.Now(), minTTL(&prev)) {
+			return nil // that token, saved at last, is this attempt's result
+		}
 	}
 
 	b.crashPoint(CrashBeforeRequest)
@@ -241,19 +244,29 @@ func (b *Broker) mayRefreshUnlocked(c *cred) bool {
 	return c.Source.Grant() != sources.RefreshToken
 }
 
-// save writes rec and clears c.unsaved. When a newer record is stored, that
-// record wins and is adopted.
+// save writes rec, clears c.unsaved and hands rec out. When a newer record
+// is stored, that record wins and is adopted.
 func (b *Broker) save(ctx context.Context, c *cred, rec Record) error {
 	err := b.opts.Store.Save(ctx, c.key, rec)
 	if errors.Is(err, ErrStale) {
-		b.log.Warn("a newer token was stored meanwhile; keeping the newer one", "credential", c.Name)
-		c.mu.Lock()
-		c.unsaved = false
-		c.mu.Unlock()
-		if _, err := b.adoptStored(ctx, c); err != nil {
-			return err
+		stored, lerr := b.opts.Store.Load(ctx, c.key)
+		if lerr != nil {
+			return fmt.Errorf("reading the stored token after a refused save: %w", lerr)
 		}
-		return errAdopted
+		// Our own record, from an attempt that landed though it reported
+		// a failure: it is saved, hand it out.
+		ours := stored.Generation == rec.Generation && stored.Token.AccessToken.Equal(rec.Token.AccessToken)
+		if !ours {
+			b.log.Warn("a newer token was stored meanwhile; keeping the newer one", "credential", c.Name)
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			if c.seed == "" || stored.Seed == c.seed {
+				c.install(stored)
+			}
+			c.unsaved = false
+			return errAdopted
+		}
+		err = nil
 	}
 	if err != nil {
 		return fmt.Errorf("saving the new token: %w (it is kept in memory and saved on the next attempt)", err)
