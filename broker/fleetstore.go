@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
+	"time"
 )
 
 // FleetStore shares records through Shared (Redis) and keeps a durable copy
@@ -18,6 +20,37 @@ type FleetStore struct {
 	// CrashPoint is called with CrashBetweenStores after the shared write,
 	// for crash tests only.
 	CrashPoint func(step string)
+	// SettleTime is how long a refresh waits after this broker put a local
+	// record back into the shared store (see Settler). Default 1s.
+	SettleTime time.Duration
+
+	putBack sync.Map // key -> time.Time of the last put-back
+}
+
+// Settle implements Settler. Peers answer a put-back through the store's
+// event: each reads the shared record, and one holding a newer generation
+// writes that back, which the fence lets through.
+func (s *FleetStore) Settle(ctx context.Context, key string) (bool, error) {
+	v, ok := s.putBack.LoadAndDelete(key)
+	if !ok {
+		return false, nil
+	}
+	settle := s.SettleTime
+	if settle <= 0 {
+		settle = time.Second
+	}
+	wait := time.Until(v.(time.Time).Add(settle))
+	if wait <= 0 {
+		return false, nil
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true, nil
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
 }
 
 func (s *FleetStore) log() *slog.Logger {
@@ -42,6 +75,7 @@ func (s *FleetStore) Load(ctx context.Context, key string) (Record, error) {
 	case lerr == nil:
 		if serr == nil || errors.Is(serr, ErrNotFound) || errors.Is(serr, ErrCorrupt) {
 			if err := s.Shared.Save(ctx, key, local); err == nil {
+				s.putBack.Store(key, time.Now())
 				s.log().Info("put the local record back into the shared store", "key", key, "generation", local.Generation)
 			}
 		}

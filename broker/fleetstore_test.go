@@ -113,3 +113,34 @@ func TestFleetSurvivesEmptyRedis(t *testing.T) {
 		t.Errorf("reuse events = %d; want 0", st.ReuseEvents)
 	}
 }
+
+// A broker that was down while a peer refreshed comes back after Redis lost
+// its data: it puts its older record back, and the peer answers that write
+// with the newer one. A refresh on the returning broker must wait for that
+// answer instead of spending the refresh token the peer already spent.
+func TestReturningBrokerDoesNotSpendAnOldRefreshTokenAfterRedisLostData(t *testing.T) {
+	srv := redistest.Start(t)
+	p := oauthtest.StartTest(t, oauthtest.Options{AccessLifetime: time.Hour, Rotate: true})
+	p.AddClient(oauthtest.Client{ID: "fw", RedirectURI: "http://127.0.0.1/cb", Dialect: oauthtest.Firework})
+	seed := p.IssueRefreshToken("fw")
+	dirA, dirB := t.TempDir(), t.TempDir()
+	a := startMember(t, dirA, srv, p, seed)
+	b := startMember(t, dirB, srv, p, seed)
+	handoutValid(t, p, a, "first handout")
+	handoutValid(t, p, b, "first handout on b")
+	b.stop()
+	if err := a.b.Refresh(context.Background(), "fw"); err != nil { // b's copy is now one behind
+		t.Fatal(err)
+	}
+	srv.Flush()
+	b = startMember(t, dirB, srv, p, seed)
+	b.b.opts.Store.(*FleetStore).SettleTime = 5 * time.Second // a loaded CI machine is slow to answer
+	if err := b.b.Refresh(context.Background(), "fw"); err != nil {
+		t.Fatalf("refresh on the returning broker: %v", err)
+	}
+	if st := p.Stats(); st.ReuseEvents != 0 {
+		t.Fatalf("reuse events = %d; the returning broker spent the refresh token its peer had spent", st.ReuseEvents)
+	}
+	handoutValid(t, p, a, "after")
+	handoutValid(t, p, b, "after, on b")
+}

@@ -182,6 +182,16 @@ func (b *Broker) refresh(ctx context.Context, c *cred) error {
 
 	// Someone may have refreshed while we waited for the lock.
 	adopted, err := b.adoptStored(ctx, c)
+	if s, ok := b.opts.Store.(Settler); ok && err == nil && c.Source.Grant() == sources.RefreshToken {
+		// The record we hold may have been put back over a lost shared
+		// copy; a peer may hold a newer one, whose refresh token we would
+		// otherwise spend a second time.
+		var waited, again bool
+		if waited, err = s.Settle(ctx, c.key); waited {
+			again, err = b.adoptStored(ctx, c)
+			adopted = adopted || again
+		}
+	}
 	c.mu.Lock()
 	force := c.force
 	c.force = false

@@ -56,6 +56,17 @@ type Lease interface {
 
 // Watcher is implemented by stores shared between brokers: it reports keys
 // whose record another broker changed, so that waiting brokers need not poll.
+// Settler is a Store that may put back a copy of a record a peer has moved
+// past: FleetStore repairs an emptied shared store from its local copy, and
+// a broker that was down or missed an event holds an older generation than
+// its peers. Settle waits, when key was put back moments ago, until peers
+// had time to answer that write with a newer generation, and reports
+// whether it waited; then read the record again. Call it under the lock,
+// before spending a refresh token.
+type Settler interface {
+	Settle(ctx context.Context, key string) (waited bool, err error)
+}
+
 type Watcher interface {
 	// Watch calls fn for every changed key until ctx ends.
 	Watch(ctx context.Context, fn func(key string)) error
