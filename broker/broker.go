@@ -124,9 +124,10 @@ type Broker struct {
 	sched  *scheduler
 	queues map[string]*refreshQueue // by provider
 
-	ctx    context.Context // the running broker's; nil before Start
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	ctx      context.Context // the running broker's; nil before Start
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	draining atomic.Bool // Shutdown began: no new refresh starts
 
 	authMu  sync.Mutex
 	pending map[string]pendingAuth // by state
@@ -253,6 +254,37 @@ func (b *Broker) Start(ctx context.Context) error {
 		b.sched.run(b.ctx, func(c *cred) { b.startRefresh(c) })
 	}()
 	return nil
+}
+
+// Shutdown starts no more refreshes and lets those in flight finish until
+// ctx ends, then closes the broker. A refresh cut short may have spent a
+// rotating refresh token whose successor is in the provider's answer, so a
+// stop gives them what time it has.
+func (b *Broker) Shutdown(ctx context.Context) error {
+	b.draining.Store(true)
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for b.refreshing() {
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return b.Close()
+		}
+	}
+	return b.Close()
+}
+
+// refreshing reports whether a refresh worker is running.
+func (b *Broker) refreshing() bool {
+	for _, q := range b.queues {
+		q.mu.Lock()
+		n := q.running
+		q.mu.Unlock()
+		if n > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // Close stops refreshing and waits for refreshes in flight to end.

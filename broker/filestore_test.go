@@ -131,3 +131,33 @@ func TestForcedRefreshDuringARefreshCallsAgain(t *testing.T) {
 		}
 	})
 }
+
+// Shutdown lets a refresh already talking to the provider finish and save
+// its answer (with a rotating provider, the only copy of the new refresh
+// token), where Close cancels it.
+func TestShutdownFinishesTheRefreshInFlight(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newFakeProvider(time.Hour, true, "rt-0")
+		store := openStore(t, t.TempDir())
+		b := start(t, store, refreshCred("fw", p, "rt-0"))
+		mustToken(t, b, "fw")
+		p.mu.Lock()
+		p.delay = time.Second
+		p.mu.Unlock()
+		go b.Refresh(context.Background(), "fw")
+		synctest.Wait() // the refresh waits on the provider
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		b.Shutdown(ctx)
+		rec, err := store.Load(context.Background(), b.creds["fw"].key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if calls, _ := p.stats(); calls != 2 || rec.Generation != 2 {
+			t.Errorf("after Shutdown: %d provider calls, stored generation %d; want 2 and 2 (the refresh in flight saved)", calls, rec.Generation)
+		}
+		if err := b.Refresh(context.Background(), "fw"); err == nil {
+			t.Error("a forced refresh after Shutdown reported success")
+		}
+	})
+}

@@ -115,6 +115,9 @@ func (b *Broker) Refresh(ctx context.Context, name string) error {
 	if b.ctx == nil {
 		return errors.New("broker is not running")
 	}
+	if b.draining.Load() {
+		return fmt.Errorf("refresh %q: the broker is stopping; ask another broker or retry after the restart", name)
+	}
 	c.mu.Lock()
 	if c.state == StateReauthorize || c.state == StateRejected {
 		c.state = StateRetrying // the operator asks for another try

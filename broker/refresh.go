@@ -89,7 +89,7 @@ func (q *refreshQueue) pop() *cred {
 // runRefresh refreshes c once, records the outcome and schedules the next
 // attempt.
 func (b *Broker) runRefresh(ctx context.Context, c *cred) {
-	if ctx.Err() != nil {
+	if ctx.Err() != nil || b.draining.Load() {
 		return // shutting down: release the waiters, call no one
 	}
 	start := time.Now()

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"syscall"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -133,17 +132,22 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func()) erro
 		return fmt.Errorf("serving %s: %w", cfg.Socket, err)
 	case <-ctx.Done():
 	}
-	log.Info("shutting down: finishing handouts in flight")
+	log.Info("shutting down: finishing handouts and refreshes in flight")
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
-	// Handouts from memory finish at once; a request still in flight after
-	// the grace waits on a provider. Stopping the broker then ends those
-	// refreshes and releases their fleet locks, so the stop stays short.
-	stopBroker := time.AfterFunc(shutdownGrace, func() { _ = b.Close() })
-	defer stopBroker.Stop()
+	// Refreshes in flight get the grace to finish and save: a rotating
+	// provider's answer holds the only copy of the next refresh token.
+	// Handouts from memory finish at once; one still in flight after the
+	// grace waits on a provider, and stopping the broker then ends that
+	// refresh and releases its fleet lock, so the stop stays short.
+	gctx, gcancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer gcancel()
+	stopped := make(chan struct{})
+	go func() { _ = b.Shutdown(gctx); close(stopped) }()
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("handouts still in flight at the shutdown deadline", "err", err)
 	}
+	<-stopped
 	if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
