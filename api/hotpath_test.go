@@ -23,9 +23,12 @@ import (
 // "panic" and knows no other name.
 type hotBroker struct{ tok broker.Handout }
 
-// hotRetryAt is fixed, so that two answers for "down" compared across a
-// second boundary still say the same time.
-var hotRetryAt = time.Now().Add(time.Hour)
+// hotRetryAt and hotExpiry are fixed, so that two servers' answers
+// compared across a second boundary still say the same times.
+var (
+	hotRetryAt = time.Now().Add(time.Hour)
+	hotExpiry  = time.Now().Add(time.Hour)
+)
 
 func (b *hotBroker) Token(_ context.Context, name string) (broker.Handout, error) {
 	switch name {
@@ -54,7 +57,7 @@ var benchJWT = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9." + strings.Repeat("eyJzY29
 
 func newHotServer(log *slog.Logger) (*Server, *Metrics) {
 	m := NewMetrics("test")
-	b := &hotBroker{tok: broker.Handout{AccessToken: sources.NewSecret(benchJWT), Expiry: time.Now().Add(time.Hour)}}
+	b := &hotBroker{tok: broker.Handout{AccessToken: sources.NewSecret(benchJWT), Expiry: hotExpiry}}
 	return NewServer(b, Options{Logger: log, Metrics: m, Access: map[string]Access{
 		"svc": {}, "closed": {Set: true, UIDs: []uint32{12345}},
 	}}), m

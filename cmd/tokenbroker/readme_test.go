@@ -248,10 +248,12 @@ func readmeNeedTool(t *testing.T, name string) {
 }
 
 // readmeRun runs a command with env and returns its standard output; it
-// fails the test when the command fails.
+// fails the test when the command fails. The bound is generous: building
+// the Go example on a fresh CI machine compiles the standard library
+// without -race, which took over a minute on a loaded 2-core VM.
 func readmeRun(t *testing.T, env []string, dir string, name string, args ...string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Env, cmd.Dir = env, dir
