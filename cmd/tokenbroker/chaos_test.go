@@ -190,11 +190,28 @@ func TestChaos(t *testing.T) {
 
 	// The chaos itself, from this goroutine.
 	counts := map[string]int{}
+	timeline := &syncBuffer{}
+	defer func() { // what a failed run leaves to read
+		if !t.Failed() {
+			return
+		}
+		dir, err := os.MkdirTemp("", "tb-chaos-failed")
+		if err != nil {
+			return
+		}
+		_ = os.WriteFile(filepath.Join(dir, "faults.log"), []byte(timeline.String()), 0o600)
+		for _, b := range brokers {
+			_ = os.WriteFile(filepath.Join(dir, "broker-"+b.name+".log"), []byte(b.logs.String()), 0o600)
+		}
+		t.Logf("the faults and the brokers' logs are in %s", dir)
+	}()
 	end := time.Now().Add(duration)
 	for time.Now().Before(end) {
 		time.Sleep(time.Duration(1500+rand.IntN(1500)) * time.Millisecond)
 		b := brokers[rand.IntN(len(brokers))]
-		switch action := rand.IntN(8); action {
+		action := rand.IntN(8)
+		fmt.Fprintf(timeline, "%s action %d (broker %s)\n", time.Now().UTC().Format("15:04:05.000"), action, b.name)
+		switch action {
 		case 0, 1: // kill -9, restart shortly
 			counts["broker SIGKILL + restart"]++
 			b.stop(syscall.SIGKILL)
