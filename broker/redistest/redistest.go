@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"testing"
@@ -34,8 +35,19 @@ func Start(t testing.TB) *Server {
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatalf("redis-server not found: run the README test command (bash .ci/test), which installs it")
 	}
-	s := &Server{t: t, port: freePort(t), dir: t.TempDir()}
-	s.launch()
+	s := &Server{t: t, dir: t.TempDir()}
+	// The port is free when picked and may be taken before redis-server
+	// binds it (tests run in parallel): then try another.
+	for attempt := 1; ; attempt++ {
+		s.port = freePort(t)
+		err := s.tryLaunch()
+		if err == nil {
+			break
+		}
+		if attempt == 3 {
+			t.Fatal(err)
+		}
+	}
 	t.Cleanup(s.Kill)
 	return s
 }
@@ -52,13 +64,27 @@ func freePort(t testing.TB) int {
 
 func (s *Server) launch() {
 	s.t.Helper()
+	if err := s.tryLaunch(); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// tryLaunch starts redis-server on s.port and waits until it answers. The
+// answer must come from this server (its own dir), not from another test's
+// that holds the port.
+func (s *Server) tryLaunch() error {
 	port := strconv.Itoa(s.port)
 	if s.tls {
 		port = "0"
 	}
 	args := []string{"--port", port, "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--dir", s.dir, "--protected-mode", "no", "--loglevel", "warning"}
-	if len(s.extra) > 0 && s.extra[0] == "--sentinel-conf" {
+	sentinel := len(s.extra) > 0 && s.extra[0] == "--sentinel-conf"
+	ownDir, err := filepath.EvalSymlinks(s.dir) // as redis-server's getcwd reports it
+	if err != nil {
+		return err
+	}
+	if sentinel {
 		// A sentinel takes its config file first and rewrites it.
 		args = append([]string{s.extra[1], "--sentinel"}, args[:4]...)
 	} else {
@@ -66,7 +92,7 @@ func (s *Server) launch() {
 	}
 	s.cmd = exec.Command("redis-server", args...)
 	if err := s.cmd.Start(); err != nil {
-		s.t.Fatalf("starting redis-server: %v", err)
+		return fmt.Errorf("starting redis-server: %v", err)
 	}
 	s.done = make(chan struct{})
 	go func(cmd *exec.Cmd, done chan struct{}) { _ = cmd.Wait(); close(done) }(s.cmd, s.done)
@@ -76,20 +102,26 @@ func (s *Server) launch() {
 		if s.tls {
 			return tlsReady(s.Addr())
 		}
-		return c.Ping(context.Background()).Err() == nil
+		if sentinel { // no CONFIG; its port is not shared with a test's server
+			return c.Ping(context.Background()).Err() == nil
+		}
+		dir, err := c.ConfigGet(context.Background(), "dir").Result()
+		return err == nil && dir["dir"] == ownDir
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for !ready() {
 		select {
 		case <-s.done:
-			s.t.Fatalf("redis-server on port %d exited at start", s.port)
+			return fmt.Errorf("redis-server on port %d exited at start", s.port)
 		default:
 		}
 		if time.Now().After(deadline) {
-			s.t.Fatalf("redis-server on port %d did not answer PING within 10s", s.port)
+			s.Kill()
+			return fmt.Errorf("redis-server on port %d did not answer within 10s", s.port)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	return nil
 }
 
 // Addr is host:port.
