@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -27,7 +26,7 @@ func TestRedisCommandstats(t *testing.T) {
 	if err := b.Refresh(ctx, "fw"); err != nil { // caches every script
 		t.Fatal(err)
 	}
-	time.Sleep(200 * time.Millisecond)
+	waitQuiet(t, hook) // the events and their re-reads, before reset()
 
 	admin := srv.Client()
 	stats := func() map[string]int {
@@ -62,7 +61,7 @@ func TestRedisCommandstats(t *testing.T) {
 	if err := b.Refresh(ctx, "fw"); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(200 * time.Millisecond) // the event and its re-read
+	waitQuiet(t, hook) // the event and its re-read
 	sent := hook.n.Load() - before
 	refreshCmds := stats()
 	total := 0

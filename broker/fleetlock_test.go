@@ -38,7 +38,7 @@ func TestRedisCommandsPerHandoutAndRefresh(t *testing.T) {
 	if _, err := b.Token(context.Background(), "fw"); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(200 * time.Millisecond) // let the broker's own event arrive
+	waitQuiet(t, hook) // the broker's own event and its re-read come later
 	before := hook.n.Load()
 	for range 10000 {
 		if _, err := b.Token(context.Background(), "fw"); err != nil {
@@ -53,7 +53,7 @@ func TestRedisCommandsPerHandoutAndRefresh(t *testing.T) {
 		if err := b.Refresh(context.Background(), "fw"); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(200 * time.Millisecond)
+		waitQuiet(t, hook)
 		n := hook.n.Load() - before
 		t.Logf("refresh %d: %d Redis commands", i+1, n)
 		if i == 1 && n > 6 {
@@ -67,12 +67,18 @@ func TestRedisCommandsPerHandoutAndRefresh(t *testing.T) {
 // handouts stay valid throughout, and no refresh token is reused.
 func TestDeadLockHolderIsReplacedAfterTheLease(t *testing.T) {
 	srv := redistest.Start(t)
-	p := oauthtest.StartTest(t, oauthtest.Options{AccessLifetime: 6 * time.Second, Rotate: true})
+	const life = 6 * time.Second
+	p := oauthtest.StartTest(t, oauthtest.Options{AccessLifetime: life, Rotate: true})
 	p.AddClient(oauthtest.Client{ID: "fw", RedirectURI: "http://127.0.0.1/cb", Dialect: oauthtest.Firework})
 	seed := p.IssueRefreshToken("fw")
 	const lease = 500 * time.Millisecond
 	store, _ := NewRedisStore(RedisOptions{Client: srv.Client(), LockTTL: lease})
-	b, err := New(Options{Store: store, Logger: quiet, PeerWait: 200 * time.Millisecond}, []Credential{fleetCred(p, seed)})
+	obs := &heldObserver{}
+	// Refreshing at 40-50% of the life (not 75-85%) ends the dead holder's
+	// lease, one lease after the refresh point, >= 1.5 s before handouts need
+	// the new token (at 5 s), so a slow machine cannot fail a handout.
+	b, err := New(Options{Store: store, Logger: quiet, PeerWait: 200 * time.Millisecond, RefreshAt: 0.5, Observer: obs},
+		[]Credential{fleetCred(p, seed)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,36 +90,85 @@ func TestDeadLockHolderIsReplacedAfterTheLease(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The next refresh point is set just after the first token is handed out.
+	st := b.Status()[0]
+	for deadline := time.Now().Add(10 * time.Second); !st.NextRefresh.After(first.Expiry.Add(-life)); st = b.Status()[0] {
+		if time.Now().After(deadline) {
+			t.Fatal("no refresh scheduled after the first token")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 
-	// The "dead" broker takes the lock just before the refresh point and never
-	// extends or releases it.
-	dead, _ := NewRedisStore(RedisOptions{Client: srv.Client(), LockTTL: lease})
-	time.Sleep(time.Until(first.Expiry.Add(-6 * time.Second * 30 / 100)))
-	l, err := dead.Lock(context.Background(), b.creds["fw"].key)
+	// The "dead" broker takes the lock well before the refresh point, so the
+	// refresh is sure to find it, and never extends or releases it (Obtain,
+	// not Lock, which would start an extender). Its TTL ends one lease after
+	// the refresh point, as if it had extended until then and died.
+	dead, _ := NewRedisStore(RedisOptions{Client: srv.Client()})
+	before := time.Now() // the lock's TTL starts after this
+	if d := st.NextRefresh.Sub(before); d < time.Second {
+		t.Fatalf("the refresh point is only %v away; too close to take the lock first", d)
+	}
+	// Redis counts whole ms; no broker can lock before expires.
+	ttl := (st.NextRefresh.Sub(before) + lease).Truncate(time.Millisecond)
+	expires := before.Add(ttl)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	_, err = dead.locker.Obtain(ctx, dead.lockKey(b.creds["fw"].key), ttl, nil)
+	cancel()
 	if err != nil {
 		t.Fatal(err)
 	}
-	dl := l.(*redisLease)
-	dl.once.Do(func() { close(dl.stop) })
-	dl.wg.Wait()
-	took := time.Now()
+	if g := b.Status()[0].Generation; g != st.Generation {
+		t.Fatalf("the broker refreshed (generation %d to %d) before the dead holder took the lock", st.Generation, g)
+	}
 
-	for time.Since(took) < 3*time.Second {
-		h, err := b.Token(context.Background(), "fw")
-		if err != nil || !p.Valid(h.AccessToken.Reveal()) {
+	h := first
+	for h.AccessToken.Equal(first.AccessToken) { // until the broker refreshes
+		time.Sleep(20 * time.Millisecond)
+		if h, err = b.Token(context.Background(), "fw"); err != nil || !p.Valid(h.AccessToken.Reveal()) {
 			t.Fatalf("handout while the dead holder's lease runs: %v", err)
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
-	h, _ := b.Token(context.Background(), "fw")
-	if h.AccessToken.Equal(first.AccessToken) {
-		t.Error("no refresh after the dead holder's lease expired")
+	issued := h.Expiry.Add(-life)
+	t.Logf("the lock was found held %d times; the refresh came %v after it expired", obs.held.Load(), issued.Sub(expires))
+	if obs.held.Load() == 0 {
+		t.Error("no refresh found the dead holder's lock held")
 	}
-	if issued := h.Expiry.Add(-6 * time.Second); issued.Before(took.Add(lease - 100*time.Millisecond)) {
-		t.Errorf("refreshed %v after the lock was taken; want only after the %v lease ran out", issued.Sub(took), lease)
+	if issued.Before(expires) {
+		t.Errorf("refreshed %v before the dead holder's lock expired; want only after it", expires.Sub(issued))
 	}
 	if st := p.Stats(); st.ReuseEvents != 0 {
 		t.Errorf("reuse events = %d; want 0", st.ReuseEvents)
+	}
+}
+
+// heldObserver counts the refresh attempts that found the lock held.
+type heldObserver struct{ held atomic.Int64 }
+
+func (*heldObserver) Refreshed(string, string, Result, time.Duration) {}
+func (o *heldObserver) LockWaited(_ string, _ time.Duration, outcome string) {
+	if outcome == "held" {
+		o.held.Add(1)
+	}
+}
+
+// waitQuiet waits until the broker has sent no Redis command for 15 polls
+// 20 ms apart: its own event and the re-read that event triggers come after
+// the call that caused them returned. Counting polls, not elapsed time, keeps
+// a stall of the whole process from passing for quiet.
+func waitQuiet(t *testing.T, hook *countingHook) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	last := hook.n.Load()
+	for still := 0; still < 15; {
+		if time.Now().After(deadline) {
+			t.Fatal("the broker's Redis commands did not settle within 10 s")
+		}
+		time.Sleep(20 * time.Millisecond)
+		if n := hook.n.Load(); n != last {
+			last, still = n, 0
+		} else {
+			still++
+		}
 	}
 }
 

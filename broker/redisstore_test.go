@@ -52,13 +52,16 @@ func TestRedisStoreFence(t *testing.T) {
 
 func TestRedisLockIsExclusiveAndExtended(t *testing.T) {
 	srv := redistest.Start(t)
-	a, b := newRedisStore(t, srv, 300*time.Millisecond), newRedisStore(t, srv, 300*time.Millisecond)
+	// Extended every TTL/3, the lock survives an extension stalled by up to
+	// 2/3 of the TTL: 1 s, not the 200 ms a 300 ms TTL allowed.
+	const ttl = 1500 * time.Millisecond
+	a, b := newRedisStore(t, srv, ttl), newRedisStore(t, srv, ttl)
 	ctx := context.Background()
 	lease, err := a.Lock(ctx, "k")
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(time.Second) // > 3 TTLs: only extension keeps it
+	deadline := time.Now().Add(5 * time.Second) // > 3 TTLs: only extension keeps it
 	for time.Now().Before(deadline) {
 		if _, err := b.Lock(ctx, "k"); !errors.Is(err, ErrLockHeld) {
 			t.Fatalf("second Lock while held = %v; want ErrLockHeld", err)
@@ -75,7 +78,7 @@ func TestRedisLockIsExclusiveAndExtended(t *testing.T) {
 	// A holder that dies stops extending: its lock expires after the TTL.
 	l2.(*redisLease).once.Do(func() { close(l2.(*redisLease).stop) })
 	l2.(*redisLease).wg.Wait()
-	deadline = time.Now().Add(5 * time.Second)
+	deadline = time.Now().Add(10 * time.Second)
 	for {
 		if l3, err := a.Lock(ctx, "k"); err == nil {
 			_ = l3.Release(ctx)
