@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -143,4 +144,41 @@ func TestReturningBrokerDoesNotSpendAnOldRefreshTokenAfterRedisLostData(t *testi
 	}
 	handoutValid(t, p, a, "after")
 	handoutValid(t, p, b, "after, on b")
+}
+
+// Redis restarted empty while a refresh waits for peers after a put-back:
+// the lock went with the data, and another broker may hold it now, so the
+// waiting refresh gives up instead of spending the refresh token. (Found
+// by the chaos run: two brokers spent one refresh token.)
+func TestRefreshGivesUpALockLostWhileSettling(t *testing.T) {
+	srv := redistest.Start(t)
+	p := oauthtest.StartTest(t, oauthtest.Options{AccessLifetime: time.Hour, Rotate: true})
+	p.AddClient(oauthtest.Client{ID: "fw", RedirectURI: "http://127.0.0.1/cb", Dialect: oauthtest.Firework})
+	seed := p.IssueRefreshToken("fw")
+	dir := t.TempDir()
+	m := startMember(t, dir, srv, p, seed)
+	handoutValid(t, p, m, "first handout")
+	m.stop()
+	srv.Flush()
+	m = startMember(t, dir, srv, p, seed) // puts its record back
+	m.b.opts.Store.(*FleetStore).SettleTime = 3 * time.Second
+	before := p.Stats().TokenRequests
+	done := make(chan error, 1)
+	go func() { done <- m.b.Refresh(context.Background(), "fw") }()
+	rc := srv.Client()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if keys, _ := rc.Keys(context.Background(), "*:lock").Result(); len(keys) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the refresh never took the lock")
+		}
+	}
+	srv.Restart()
+	if err := <-done; err == nil || !strings.Contains(err.Error(), "lock was lost") {
+		t.Errorf("refresh after its lock was lost: %v; want it to give up", err)
+	}
+	if got := p.Stats().TokenRequests; got != before {
+		t.Errorf("the broker sent %d token requests on a lost lock; want 0", got-before)
+	}
 }

@@ -154,6 +154,15 @@ func (l *redisLease) extend() {
 	}
 }
 
+// Held implements HeldLease: Redis forgets a lock when it restarts empty
+// or is flushed, and another broker may then have taken it.
+func (l *redisLease) Held(ctx context.Context) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, l.op)
+	defer cancel()
+	ttl, err := l.l.TTL(ctx)
+	return ttl > 0, err
+}
+
 // Release implements Lease.
 func (l *redisLease) Release(ctx context.Context) error {
 	l.once.Do(func() { close(l.stop) })

@@ -190,6 +190,13 @@ func (b *Broker) refresh(ctx context.Context, c *cred) error {
 		if waited, err = s.Settle(ctx, c.key); waited {
 			again, err = b.adoptStored(ctx, c)
 			adopted = adopted || again
+			// A store that lost its data may lose the lock with it, and a
+			// peer may hold it now: never spend on a lock we no longer have.
+			if hl, ok := lease.(HeldLease); ok && err == nil {
+				if held, herr := hl.Held(ctx); herr != nil || !held {
+					err = fmt.Errorf("the refresh lock was lost while waiting for peers (Redis lost its data?): %w", ErrLockHeld)
+				}
+			}
 		}
 	}
 	c.mu.Lock()

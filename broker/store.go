@@ -54,6 +54,11 @@ type Lease interface {
 	Release(ctx context.Context) error
 }
 
+// HeldLease is a Lease that can say whether it is still held.
+type HeldLease interface {
+	Held(ctx context.Context) (bool, error)
+}
+
 // Watcher is implemented by stores shared between brokers: it reports keys
 // whose record another broker changed, so that waiting brokers need not poll.
 // Settler is a Store that may put back a copy of a record a peer has moved
