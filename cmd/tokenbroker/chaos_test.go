@@ -73,9 +73,11 @@ func (b *chaosBroker) stop(sig syscall.Signal) int {
 type chaosStats struct {
 	attempted, valid, invalid, brokerDown, unavailable, other atomic.Int64
 
-	mu        sync.Mutex
-	lastValid map[string]time.Time
-	examples  []string
+	mu           sync.Mutex
+	lastValid    map[string]time.Time
+	examples     []string
+	invalidBy    map[string]int64     // by credential
+	firstInvalid map[string]time.Time // by credential
 }
 
 func (s *chaosStats) note(format string, args ...any) {
@@ -132,7 +134,7 @@ func TestChaos(t *testing.T) {
 		}
 	})
 
-	st := &chaosStats{lastValid: map[string]time.Time{}}
+	st := &chaosStats{lastValid: map[string]time.Time{}, invalidBy: map[string]int64{}, firstInvalid: map[string]time.Time{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for _, b := range brokers {
@@ -158,8 +160,7 @@ func TestChaos(t *testing.T) {
 		provUp = up
 	}
 	warm := time.Now().Add(5 * time.Second) // the fleet's first tokens
-	var longest time.Duration
-	longestName := ""
+	gapBy := map[string]time.Duration{}     // the longest per credential
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -179,9 +180,7 @@ func TestChaos(t *testing.T) {
 				st.mu.Lock()
 				for _, n := range names {
 					from := maxTime(st.lastValid[n], since, warm)
-					if gap := now.Sub(from); gap > longest {
-						longest, longestName = gap, n
-					}
+					gapBy[n] = max(gapBy[n], now.Sub(from))
 				}
 				st.mu.Unlock()
 			}
@@ -190,6 +189,7 @@ func TestChaos(t *testing.T) {
 
 	// The chaos itself, from this goroutine.
 	counts := map[string]int{}
+	var kills []time.Time
 	timeline := &syncBuffer{}
 	defer func() { // what a failed run leaves to read
 		if !t.Failed() {
@@ -214,6 +214,7 @@ func TestChaos(t *testing.T) {
 		switch action {
 		case 0, 1: // kill -9, restart shortly
 			counts["broker SIGKILL + restart"]++
+			kills = append(kills, time.Now())
 			b.stop(syscall.SIGKILL)
 			time.Sleep(time.Duration(200+rand.IntN(1000)) * time.Millisecond)
 			b.start(t)
@@ -282,24 +283,74 @@ func TestChaos(t *testing.T) {
 	wg.Wait()
 
 	ps := p.Stats()
+	// A broker killed between the provider's answer and its save loses the
+	// rotated refresh token with it: no client of a provider without a
+	// reuse grace period can prevent that (RELIABILITY.md, "SIGKILL after
+	// the provider answered"). The provider shows it: the reused token was
+	// spent just before a SIGKILL, and its successor was never offered
+	// back. Two live brokers spending one token offer both successors.
+	clientOf := map[string]string{}
+	for _, n := range names {
+		want := "TOKENBROKER_" + strings.ToUpper(strings.ReplaceAll(n, "-", "_")) + "_CLIENT_ID="
+		for _, kv := range environ {
+			if id, ok := strings.CutPrefix(kv, want); ok {
+				clientOf[n] = id
+			}
+		}
+	}
+	crashLost := map[string]time.Time{} // client ID -> when the reuse revoked its grant
+	unexplained := 0
+	for _, r := range p.Reuses() {
+		killed := slices.ContainsFunc(kills, func(k time.Time) bool {
+			return !k.Before(r.SpentAt) && k.Sub(r.SpentAt) < 3*time.Second
+		})
+		if _, seen := crashLost[r.ClientID]; killed && !r.SuccessorPresented && !seen {
+			crashLost[r.ClientID] = r.At
+		} else {
+			unexplained++
+		}
+	}
+	// The revoked grant's tokens, handed out until the brokers learn of it,
+	// and the credential itself, are that loss too.
+	excused := int64(0)
+	for n := range lost {
+		if _, ok := crashLost[clientOf[n]]; ok {
+			delete(lost, n)
+		}
+	}
+	st.mu.Lock()
+	for n, c := range st.invalidBy {
+		if at, ok := crashLost[clientOf[n]]; ok && !st.firstInvalid[n].Before(at) {
+			excused += c
+		}
+	}
+	// A credential lost that way stays without a token to the end.
+	var longest time.Duration
+	longestName := ""
+	for n, gap := range gapBy {
+		if _, ok := crashLost[clientOf[n]]; !ok && gap > longest {
+			longest, longestName = gap, n
+		}
+	}
+	st.mu.Unlock()
 	var actions []string
 	for k, v := range counts {
 		actions = append(actions, fmt.Sprintf("%s: %d", k, v))
 	}
 	slices.Sort(actions)
 	t.Logf("chaos run: %s, 3 brokers, %d credentials (%s tokens, 2 rotating with reuse detection)\n  faults: %s\n"+
-		"  handouts attempted %d: valid %d, expired or invalid %d; no answer (broker down) %d; 503 no token %d; other %d\n"+
-		"  provider: %d token requests, %d refreshes, %d reuse events; refresh tokens lost: %d\n"+
+		"  handouts attempted %d: valid %d, expired or invalid %d (%d of them the revoked grant of a token lost that way); no answer (broker down) %d; 503 no token %d; other %d\n"+
+		"  provider: %d token requests, %d refreshes, %d reuse events (%d of them a token lost with a broker killed between the answer and the save); other refresh tokens lost: %d\n"+
 		"  longest gap without a valid handout while the provider was up: %s (%s); settled in %s",
 		duration, len(names), lifetime, strings.Join(actions, ", "),
-		st.attempted.Load(), st.valid.Load(), st.invalid.Load(), st.brokerDown.Load(), st.unavailable.Load(), st.other.Load(),
-		ps.TokenRequests, ps.Refreshes, ps.ReuseEvents, len(lost), longest.Round(time.Millisecond), longestName,
+		st.attempted.Load(), st.valid.Load(), st.invalid.Load(), excused, st.brokerDown.Load(), st.unavailable.Load(), st.other.Load(),
+		ps.TokenRequests, ps.Refreshes, ps.ReuseEvents, ps.ReuseEvents-unexplained, len(lost), longest.Round(time.Millisecond), longestName,
 		time.Since(settled).Round(time.Millisecond))
-	if st.invalid.Load() != 0 || st.other.Load() != 0 {
+	if st.invalid.Load() != excused || st.other.Load() != 0 {
 		t.Errorf("%d expired or invalid handouts, %d unexpected answers; for example:\n  %s", st.invalid.Load(), st.other.Load(), strings.Join(st.examples, "\n  "))
 	}
-	if ps.ReuseEvents != 0 {
-		t.Errorf("%d refresh token reuse events, want 0", ps.ReuseEvents)
+	if unexplained != 0 {
+		t.Errorf("%d refresh token reuse events not explained by a SIGKILL after the answer, want 0", unexplained)
 	}
 	if len(lost) > 0 {
 		t.Errorf("credentials without a valid token after the run (refresh token lost?): %v", lost)
@@ -331,6 +382,11 @@ func hammer(ctx context.Context, sock string, names []string, p *oauthtest.Provi
 			// token with 0.99 s left says 0.
 			if !p.Valid(h.AccessToken) || h.ExpiresIn < 0 || perr != nil || !exp.Add(time.Second).After(now) {
 				st.invalid.Add(1)
+				st.mu.Lock()
+				if st.invalidBy[n]++; st.invalidBy[n] == 1 {
+					st.firstInvalid[n] = now
+				}
+				st.mu.Unlock()
 				st.note("%s: 200 with an invalid or expired token (expires_in %d, expires_at %s)", n, h.ExpiresIn, h.ExpiresAt)
 				continue
 			}

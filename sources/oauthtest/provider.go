@@ -36,6 +36,7 @@ type Provider struct {
 	users   map[string]string
 	codes   map[string]*code
 	refresh map[string]*refreshToken
+	reuses  []reuse
 	access  map[string]*accessToken
 	faults  []*Fault
 	stats   Stats
@@ -98,10 +99,43 @@ type family struct {
 }
 
 type refreshToken struct {
-	fam     *family
-	value   string
-	expires time.Time // zero: never
-	spent   bool
+	fam       *family
+	value     string
+	expires   time.Time // zero: never
+	spent     bool
+	spentAt   time.Time
+	successor *refreshToken // issued when this one was spent
+	presented bool          // offered in a refresh request, accepted or not
+}
+
+// Reuse describes one reuse event: a spent refresh token presented again.
+type Reuse struct {
+	ClientID string
+	// SpentAt is when the token was first spent, that is when the provider
+	// rotated it and answered with its successor.
+	SpentAt time.Time
+	At      time.Time
+	// SuccessorPresented tells whether the successor issued at SpentAt
+	// was ever offered back. A client that died between the answer and
+	// saving it never offers it; two live clients spending one token do.
+	SuccessorPresented bool
+}
+
+// Reuses lists the reuse events so far.
+func (p *Provider) Reuses() []Reuse {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]Reuse, len(p.reuses))
+	for i, r := range p.reuses {
+		out[i] = Reuse{ClientID: r.rt.fam.client, SpentAt: r.rt.spentAt, At: r.at,
+			SuccessorPresented: r.rt.successor != nil && r.rt.successor.presented}
+	}
+	return out
+}
+
+type reuse struct {
+	rt *refreshToken
+	at time.Time
 }
 
 type accessToken struct {

@@ -544,6 +544,18 @@ func TestRotationReuseRevokesFamily(t *testing.T) {
 			if got := p.Stats().ReuseEvents; got != 1 {
 				t.Errorf("ReuseEvents = %d, want 1", got)
 			}
+			// rt0's successor rt1 was presented: a copy in live hands.
+			if rs := p.Reuses(); len(rs) != 1 || !rs[0].SuccessorPresented || rs[0].ClientID != clientOf[d] || rs[0].SpentAt.IsZero() {
+				t.Errorf("Reuses() = %+v; want one, of %s, spent at a time, successor presented", rs, clientOf[d])
+			}
+			r3 := refresh(other) // spent, and its successor never offered: lost with a crashed client
+			if r := refresh(other); r.status != 400 || r3.status != 200 {
+				t.Fatalf("second grant: %d then %d, want 200 then 400", r3.status, r.status)
+			}
+			if rs := p.Reuses(); len(rs) != 2 || rs[1].SuccessorPresented {
+				t.Errorf("Reuses() = %+v; want a second event whose successor was never presented", rs)
+			}
+			other = p.IssueRefreshToken(clientOf[d])
 			if r := refresh(rt2); r.status != 400 || r.str("error") != "invalid_grant" {
 				t.Errorf("newest token after reuse: %d %s, want 400 invalid_grant (family revoked)", r.status, r.raw)
 			}
@@ -555,8 +567,8 @@ func TestRotationReuseRevokesFamily(t *testing.T) {
 			if r := refresh(other); r.status != 200 {
 				t.Errorf("another grant of the same client: %d %s, want 200", r.status, r.raw)
 			}
-			if got := p.Stats().ReuseEvents; got != 1 {
-				t.Errorf("ReuseEvents = %d after the revoked family was tried again, want 1", got)
+			if got := p.Stats().ReuseEvents; got != 2 {
+				t.Errorf("ReuseEvents = %d after the revoked family was tried again, want 2", got)
 			}
 		})
 	}

@@ -453,6 +453,9 @@ func (p *Provider) refreshGrant(x *grantRequest) (*issued, *oauthError) {
 		return nil, err
 	}
 	rt := p.refresh[v]
+	if rt != nil {
+		rt.presented = true
+	}
 	switch {
 	case rt == nil || rt.fam.client != x.c.ID:
 		return nil, fail("invalid_grant", "unknown refresh token")
@@ -462,6 +465,7 @@ func (p *Provider) refreshGrant(x *grantRequest) (*issued, *oauthError) {
 		// Reuse of a rotated token: someone holds a copy. Revoke the grant.
 		rt.fam.revoked = true
 		p.stats.ReuseEvents++
+		p.reuses = append(p.reuses, reuse{rt: rt, at: x.now})
 		return nil, fail("invalid_grant", "refresh token already used; the grant is revoked")
 	case !rt.expires.IsZero() && !x.now.Before(rt.expires):
 		return nil, fail("invalid_grant", "refresh token expired")
@@ -479,8 +483,9 @@ func (p *Provider) refreshGrant(x *grantRequest) (*issued, *oauthError) {
 	t := &issued{access: p.newAccess(x, rt.fam, scopes), scopes: scopes}
 	switch {
 	case p.opts.Rotate:
-		rt.spent = true
+		rt.spent, rt.spentAt = true, x.now
 		t.refresh = p.newRefresh(rt.fam, x.sp, x.now)
+		rt.successor = t.refresh
 	case x.sp.repeatRefresh:
 		t.refresh = rt
 	}
