@@ -161,3 +161,32 @@ func TestShutdownFinishesTheRefreshInFlight(t *testing.T) {
 		}
 	})
 }
+
+// A token in its last margin (still valid, no longer handed out) while the
+// provider fails: callers asking all the time get 503s and do not turn the
+// backoff into one provider request per handout.
+func TestHandoutsInTheLastMarginKeepTheBackoff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newFakeProvider(10*time.Minute, false)
+		b := start(t, openStore(t, t.TempDir()), Credential{Name: "cc", Provider: "fake", Source: fakeSource{p, sources.ClientCredentials}, Fingerprint: "cc"})
+		defer b.Close()
+		mustToken(t, b, "cc")
+		errs := make([]error, 10000)
+		for i := range errs {
+			errs[i] = errors.New("provider answered 503")
+		}
+		p.failNext(errs...)
+		time.Sleep(9*time.Minute + 10*time.Second) // under a minute left: no handout
+		synctest.Wait()
+		before, _ := p.stats()
+		for range 200 {
+			if _, err := b.Token(context.Background(), "cc"); err == nil {
+				t.Fatal("a token with under a minute left was handed out")
+			}
+			time.Sleep(time.Millisecond)
+		}
+		if calls, _ := p.stats(); calls-before > 10 {
+			t.Errorf("200 handouts over 200 ms made %d provider requests; want the backoff to hold them to a few", calls-before)
+		}
+	})
+}

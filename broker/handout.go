@@ -91,7 +91,7 @@ func (c *cred) handout(now time.Time) (Handout, bool) {
 // must not hammer a provider that is in backoff or refusing us).
 func (b *Broker) kick(c *cred) <-chan struct{} {
 	c.mu.Lock()
-	inflight, state, retryAt := c.inflight, c.state, c.nextRefresh
+	inflight, state, retryAt, failures := c.inflight, c.state, c.nextRefresh, c.failures
 	c.mu.Unlock()
 	switch {
 	case inflight != nil:
@@ -100,7 +100,9 @@ func (b *Broker) kick(c *cred) <-chan struct{} {
 		return nil
 	case state == StateReauthorize || state == StateRejected:
 		return nil
-	case state == StateRetrying && time.Now().Before(retryAt):
+	case (state == StateRetrying || failures > 0) && time.Now().Before(retryAt):
+		// In backoff; also while the state still says ok because the
+		// token, in its last margin, has not expired yet.
 		return nil
 	}
 	return b.startRefresh(c)
