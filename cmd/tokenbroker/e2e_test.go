@@ -194,8 +194,14 @@ func TestDaemonEndToEnd(t *testing.T) {
 	check("after background refreshes")
 
 	// kill -9, restart on the same state: the rotated refresh tokens on disk
-	// are used, never the stale ones in the environment.
+	// are used, never the stale ones in the environment. New token requests
+	// are held before the provider acts on them, so the kill cannot land
+	// between a rotation and its save (that loss is
+	// TestCrashAtEveryRefreshStep's after-answer case).
+	p.Inject(oauthtest.Fault{Delay: time.Minute, Times: 1 << 30})
+	time.Sleep(200 * time.Millisecond) // answers already given are saved
 	d.kill()
+	p.ClearFaults()
 	d = startDaemon(t, environ, sock, logs)
 	c = httpOver(sock)
 	check("after kill -9")
