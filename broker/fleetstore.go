@@ -21,10 +21,16 @@ type FleetStore struct {
 	// for crash tests only.
 	CrashPoint func(step string)
 	// SettleTime is how long a refresh waits after this broker put a local
-	// record back into the shared store (see Settler). Default 1s.
+	// record back into the shared store (see Settler). Default 2s: after an
+	// outage a peer may need ~1.3s to answer (go-redis probes a server it
+	// gave up on once a second, the watch resubscribes within 250ms).
 	SettleTime time.Duration
+	// PushInterval is how often records saved only locally, while the
+	// shared store failed, are offered to it again. Default 100ms.
+	PushInterval time.Duration
 
 	putBack sync.Map // key -> time.Time of the last put-back
+	pending sync.Map // key -> struct{}: saved locally, not yet shared
 }
 
 // Settle implements Settler. Peers answer a put-back through the store's
@@ -37,7 +43,7 @@ func (s *FleetStore) Settle(ctx context.Context, key string) (bool, error) {
 	}
 	settle := s.SettleTime
 	if settle <= 0 {
-		settle = time.Second
+		settle = 2 * time.Second
 	}
 	wait := time.Until(v.(time.Time).Add(settle))
 	if wait <= 0 {
@@ -75,6 +81,7 @@ func (s *FleetStore) Load(ctx context.Context, key string) (Record, error) {
 	case lerr == nil:
 		if serr == nil || errors.Is(serr, ErrNotFound) || errors.Is(serr, ErrCorrupt) {
 			if err := s.Shared.Save(ctx, key, local); err == nil {
+				s.pending.Delete(key)
 				s.putBack.Store(key, time.Now())
 				s.log().Info("put the local record back into the shared store", "key", key, "generation", local.Generation)
 			}
@@ -104,6 +111,7 @@ func (s *FleetStore) Save(ctx context.Context, key string, rec Record) error {
 	lerr := s.Local.Save(ctx, key, rec)
 	switch {
 	case serr == nil:
+		s.pending.Delete(key)
 		if lerr != nil && !errors.Is(lerr, ErrStale) {
 			s.log().Warn("cannot keep the local copy; the fleet has the record", "key", key, "err", lerr)
 		}
@@ -111,8 +119,45 @@ func (s *FleetStore) Save(ctx context.Context, key string, rec Record) error {
 	case lerr != nil:
 		return lerr
 	}
-	s.log().Warn("shared store unreachable; the record is saved locally and shared later", "key", key, "err", serr)
+	// Peers decide from the shared copy: until this record reaches it, the
+	// one there holds a refresh token this broker has spent. Share it the
+	// moment the store answers again (pushPending), not at the next Load.
+	s.pending.Store(key, struct{}{})
+	s.log().Warn("shared store unreachable; the record is saved locally and shared when it answers", "key", key, "err", serr)
 	return nil
+}
+
+// pushPending offers the shared store, every PushInterval until ctx ends,
+// each record it missed. The fence keeps whichever generation is newer.
+func (s *FleetStore) pushPending(ctx context.Context) {
+	every := s.PushInterval
+	if every <= 0 {
+		every = 100 * time.Millisecond
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.pending.Range(func(k, _ any) bool {
+			key := k.(string)
+			rec, err := s.Local.Load(ctx, key)
+			if err == nil {
+				err = s.Shared.Save(ctx, key, rec)
+			}
+			switch {
+			case err == nil:
+				s.log().Info("shared a record saved only locally while the shared store failed", "key", key, "generation", rec.Generation)
+			case !errors.Is(err, ErrStale):
+				return false // still failing: try again at the next tick
+			}
+			s.pending.Delete(key)
+			return true
+		})
+	}
 }
 
 // Lock implements Store with the shared lock.
@@ -120,8 +165,13 @@ func (s *FleetStore) Lock(ctx context.Context, key string) (Lease, error) {
 	return s.Shared.Lock(ctx, key)
 }
 
-// Watch implements Watcher when the shared store does.
+// Watch implements Watcher when the shared store does, and meanwhile
+// shares the records the shared store missed (pushPending).
 func (s *FleetStore) Watch(ctx context.Context, fn func(key string)) error {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); s.pushPending(ctx) }()
+	defer func() { cancel(); <-done }()
 	w, ok := s.Shared.(Watcher)
 	if !ok {
 		<-ctx.Done()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -181,4 +182,40 @@ func TestRefreshGivesUpALockLostWhileSettling(t *testing.T) {
 	if got := p.Stats().TokenRequests; got != before {
 		t.Errorf("the broker sent %d token requests on a lost lock; want 0", got-before)
 	}
+}
+
+// Redis died between the provider's answer and the save, and came back
+// empty: the broker that refreshed holds the only copy of the rotated
+// refresh token. A peer that puts its older record back waits SettleTime
+// for a newer one, so the refreshing broker must share it within that,
+// however long the outage was (the chaos run: a peer spent the old token).
+func TestRecordSavedWhileRedisWasDownReachesPeersInTime(t *testing.T) {
+	srv := redistest.Start(t)
+	p := oauthtest.StartTest(t, oauthtest.Options{AccessLifetime: time.Hour, Rotate: true})
+	p.AddClient(oauthtest.Client{ID: "fw", RedirectURI: "http://127.0.0.1/cb", Dialect: oauthtest.Firework})
+	seed := p.IssueRefreshToken("fw")
+	a := startMember(t, t.TempDir(), srv, p, seed)
+	b := startMember(t, t.TempDir(), srv, p, seed)
+	handoutValid(t, p, a, "first handout")
+	handoutValid(t, p, b, "first handout on b")
+
+	var once sync.Once
+	a.b.opts.CrashPoint = func(step string) {
+		if step == CrashAfterAnswer {
+			once.Do(srv.Kill)
+		}
+	}
+	if err := a.b.Refresh(context.Background(), "fw"); err != nil {
+		t.Fatalf("refresh while Redis dies: %v; want the token saved locally", err)
+	}
+	time.Sleep(4 * time.Second) // long enough for reconnection backoffs to grow
+	srv.Restart()
+	if err := b.b.Refresh(context.Background(), "fw"); err != nil {
+		t.Fatalf("refresh on the peer: %v", err)
+	}
+	if st := p.Stats(); st.ReuseEvents != 0 {
+		t.Fatalf("reuse events = %d; the peer spent the refresh token the other broker had spent", st.ReuseEvents)
+	}
+	handoutValid(t, p, a, "after")
+	handoutValid(t, p, b, "after, on b")
 }

@@ -196,7 +196,11 @@ func (s *RedisStore) Watch(ctx context.Context, fn func(key string)) error {
 				return nil
 			case <-time.After(wait):
 			}
-			wait = min(2*wait, 2*time.Second)
+			// Capped low: a peer that put an older record back into a
+			// Redis that restarted empty waits FleetStore.SettleTime (2s)
+			// for this broker to answer with a newer one, and this broker
+			// hears of it only once it has subscribed again.
+			wait = min(2*wait, 250*time.Millisecond)
 			continue
 		}
 		wait = 50 * time.Millisecond
