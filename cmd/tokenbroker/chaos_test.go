@@ -300,6 +300,7 @@ func TestChaos(t *testing.T) {
 	}
 	crashLost := map[string]time.Time{} // client ID -> when the reuse revoked its grant
 	unexplained := 0
+	var stories []string
 	for _, r := range p.Reuses() {
 		killed := slices.ContainsFunc(kills, func(k time.Time) bool {
 			return !k.Before(r.SpentAt) && k.Sub(r.SpentAt) < 3*time.Second
@@ -308,6 +309,7 @@ func TestChaos(t *testing.T) {
 			crashLost[r.ClientID] = r.At
 		} else {
 			unexplained++
+			stories = append(stories, reuseStory(r, clientOf, timeline.String(), brokers))
 		}
 	}
 	// The revoked grant's tokens, handed out until the brokers learn of it,
@@ -354,6 +356,10 @@ func TestChaos(t *testing.T) {
 	}
 	if len(lost) > 0 {
 		t.Errorf("credentials without a valid token after the run (refresh token lost?): %v", lost)
+	}
+	// Last, so that a CI excerpt of the output's end shows what happened.
+	for _, story := range stories {
+		t.Error(story)
 	}
 	if st.valid.Load() == 0 {
 		t.Error("no valid handout at all")
@@ -431,4 +437,83 @@ func maxTime(ts ...time.Time) time.Time {
 		}
 	}
 	return m
+}
+
+// reuseStory tells what led to reuse r: the faults and the brokers' log
+// lines about its credential from shortly before the token was first spent
+// until the reuse.
+func reuseStory(r oauthtest.Reuse, clientOf map[string]string, timeline string, brokers []*chaosBroker) string {
+	name := r.ClientID
+	for n, id := range clientOf {
+		if id == r.ClientID {
+			name = n
+		}
+	}
+	from, to := r.SpentAt.Add(-8*time.Second), r.At.Add(time.Second)
+	in := func(at time.Time) bool { return !at.Before(from) && !at.After(to) }
+	type line struct {
+		at   time.Time
+		text string
+	}
+	var lines []line
+	day := r.SpentAt.UTC().Format("2006-01-02 ")
+	for _, l := range strings.Split(timeline, "\n") {
+		if at, err := time.Parse("2006-01-02 15:04:05.000", day+strings.SplitN(l, " ", 2)[0]); err == nil && in(at) {
+			lines = append(lines, line{at, "fault: " + strings.SplitN(l, " ", 2)[1]})
+		}
+	}
+	for _, b := range brokers {
+		for _, l := range strings.Split(b.logs.String(), "\n") {
+			var rec map[string]any
+			if json.Unmarshal([]byte(l), &rec) != nil {
+				continue
+			}
+			at, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(rec["time"]))
+			cred, hasCred := rec["credential"]
+			key, hasKey := rec["key"].(string)
+			if !in(at) || (hasCred && cred != name) || (hasKey && !strings.HasPrefix(key, name+".")) {
+				continue // another credential's
+			}
+			var kv []string
+			for k, v := range rec {
+				if k != "time" && k != "level" && k != "msg" {
+					kv = append(kv, fmt.Sprintf("%s=%v", k, v))
+				}
+			}
+			slices.Sort(kv)
+			lines = append(lines, line{at, fmt.Sprintf("broker %s: %v %s", b.name, rec["msg"], strings.Join(kv, " "))})
+		}
+	}
+	slices.SortStableFunc(lines, func(a, b line) int { return a.at.Compare(b.at) })
+	if len(lines) > 40 {
+		lines = lines[len(lines)-40:]
+	}
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "reuse of a %s refresh token first spent at %s, presented again at %s (successor presented: %v):",
+		name, r.SpentAt.UTC().Format("15:04:05.000"), r.At.UTC().Format("15:04:05.000"), r.SuccessorPresented)
+	for _, l := range lines {
+		fmt.Fprintf(&sb, "\n  %s %s", l.at.UTC().Format("15:04:05.000"), l.text)
+	}
+	return sb.String()
+}
+
+// CI shows only the end of a failed run's output, so each unexplained
+// reuse is told there: the faults, and that credential's log lines.
+func TestReuseStory(t *testing.T) {
+	spent := time.Date(2026, 12, 2, 0, 13, 1, 0, time.UTC)
+	b := &chaosBroker{name: "a", logs: &syncBuffer{}}
+	fmt.Fprintf(b.logs, `{"time":%q,"level":"INFO","msg":"token refreshed","credential":"firework-user"}`+"\n", spent.Format(time.RFC3339Nano))
+	fmt.Fprintf(b.logs, `{"time":%q,"level":"INFO","msg":"token refreshed","credential":"firework"}`+"\n", spent.Format(time.RFC3339Nano))
+	fmt.Fprintf(b.logs, `{"time":%q,"level":"WARN","msg":"shared store unreachable","key":"firework-user.0a1b"}`+"\n", spent.Add(time.Millisecond).Format(time.RFC3339Nano))
+	fmt.Fprintf(b.logs, `{"time":%q,"level":"WARN","msg":"old","credential":"firework-user"}`+"\n", spent.Add(-time.Minute).Format(time.RFC3339Nano))
+	timeline := "00:13:00.500 action 3 (broker b)\n00:12:00.000 action 0 (broker a)\n"
+	got := reuseStory(oauthtest.Reuse{ClientID: "fw-user", SpentAt: spent, At: spent.Add(2 * time.Second)},
+		map[string]string{"firework-user": "fw-user", "firework": "fw"}, timeline, []*chaosBroker{b})
+	want := `reuse of a firework-user refresh token first spent at 00:13:01.000, presented again at 00:13:03.000 (successor presented: false):
+  00:13:00.500 fault: action 3 (broker b)
+  00:13:01.000 broker a: token refreshed credential=firework-user
+  00:13:01.001 broker a: shared store unreachable key=firework-user.0a1b`
+	if got != want {
+		t.Errorf("story:\n%s\nwant:\n%s", got, want)
+	}
 }
