@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -183,10 +184,26 @@ func TestFleetEfficiency(t *testing.T) {
 				}
 				return n
 			}
-			b0, o0, g0 := pb.Stats().TokenRequests, po.Stats().TokenRequests, gens()
+			// The provider counts a call when it arrives, and its
+			// generation is stored a moment later: read both while no
+			// broker is refreshing, or a call in flight counts as waste.
+			quiet := func() (calls int, g uint64) {
+				for {
+					if !slices.ContainsFunc(fleet, (*Broker).refreshing) {
+						calls, g = pb.Stats().TokenRequests, gens()
+						if !slices.ContainsFunc(fleet, (*Broker).refreshing) && pb.Stats().TokenRequests == calls {
+							return calls, g
+						}
+					}
+					time.Sleep(time.Millisecond)
+				}
+			}
+			b0, g0 := quiet()
+			o0 := po.Stats().TokenRequests
 			res.obs.measure(lifetime)
 			time.Sleep(window)
-			b1, o1, g1 := pb.Stats().TokenRequests, po.Stats().TokenRequests, gens()
+			b1, g1 := quiet()
+			o1 := po.Stats().TokenRequests
 			close(stop)
 			clients.Wait()
 			res.brokerWindow, res.oauthWindow, res.gensStart = uint64(b1-b0), o1-o0, g1-g0
