@@ -219,3 +219,44 @@ func TestRecordSavedWhileRedisWasDownReachesPeersInTime(t *testing.T) {
 	handoutValid(t, p, a, "after")
 	handoutValid(t, p, b, "after, on b")
 }
+
+// A refresh that reaches its provider call after Shutdown began (here: it
+// was waiting for peers after a put-back) does not make it: the stop's
+// grace could end after the provider rotated the token and before the
+// answer is saved.
+func TestShutdownStartsNoProviderRequest(t *testing.T) {
+	srv := redistest.Start(t)
+	p := oauthtest.StartTest(t, oauthtest.Options{AccessLifetime: time.Hour, Rotate: true})
+	p.AddClient(oauthtest.Client{ID: "fw", RedirectURI: "http://127.0.0.1/cb", Dialect: oauthtest.Firework})
+	seed := p.IssueRefreshToken("fw")
+	dir := t.TempDir()
+	m := startMember(t, dir, srv, p, seed)
+	handoutValid(t, p, m, "first handout")
+	m.stop()
+	srv.Flush()
+	m = startMember(t, dir, srv, p, seed) // puts its record back
+	m.b.opts.Store.(*FleetStore).SettleTime = time.Second
+	before := p.Stats().TokenRequests
+	done := make(chan error, 1)
+	go func() { done <- m.b.Refresh(context.Background(), "fw") }()
+	rc := srv.Client()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if keys, _ := rc.Keys(context.Background(), "*:lock").Result(); len(keys) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the refresh never took the lock")
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := m.b.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err == nil || !strings.Contains(err.Error(), "stopping") {
+		t.Errorf("forced refresh across a stop: %v; want it to say the broker is stopping", err)
+	}
+	if got := p.Stats().TokenRequests; got != before {
+		t.Errorf("the stopping broker sent %d token requests; want 0", got-before)
+	}
+}

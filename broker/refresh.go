@@ -14,6 +14,10 @@ import (
 // took it instead of calling the provider.
 var errAdopted = errors.New("adopted a newer stored token")
 
+// errStopping ends a refresh that reached its provider call after Shutdown
+// began.
+var errStopping = errors.New("the broker is stopping; a peer or the next start refreshes it")
+
 // startRefresh queues c's refresh unless one is in flight, and returns the
 // channel closed when it ends. It never blocks.
 func (b *Broker) startRefresh(c *cred) <-chan struct{} {
@@ -97,6 +101,12 @@ func (b *Broker) runRefresh(ctx context.Context, c *cred) {
 	adopted := errors.Is(err, errAdopted)
 	if adopted {
 		err = nil
+	}
+	if errors.Is(err, errStopping) {
+		c.mu.Lock()
+		c.lastErr = err // for a forced refresh waiting on this one
+		c.mu.Unlock()
+		return
 	}
 	if ctx.Err() != nil {
 		return // shutting down: nothing to schedule
@@ -222,6 +232,12 @@ func (b *Broker) refresh(ctx context.Context, c *cred) error {
 		}
 	}
 
+	if b.draining.Load() {
+		// Shutdown's grace could end after the provider acted and before
+		// its answer is saved, losing a rotated refresh token: no request
+		// starts once the stop has begun.
+		return errStopping
+	}
 	b.crashPoint(CrashBeforeRequest)
 	rctx, cancel := context.WithTimeout(ctx, b.opts.RequestTimeout)
 	tok, err := c.Source.Token(rctx, prev)
