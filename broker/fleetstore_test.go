@@ -152,29 +152,7 @@ func TestReturningBrokerDoesNotSpendAnOldRefreshTokenAfterRedisLostData(t *testi
 // waiting refresh gives up instead of spending the refresh token. (Found
 // by the chaos run: two brokers spent one refresh token.)
 func TestRefreshGivesUpALockLostWhileSettling(t *testing.T) {
-	srv := redistest.Start(t)
-	p := oauthtest.StartTest(t, oauthtest.Options{AccessLifetime: time.Hour, Rotate: true})
-	p.AddClient(oauthtest.Client{ID: "fw", RedirectURI: "http://127.0.0.1/cb", Dialect: oauthtest.Firework})
-	seed := p.IssueRefreshToken("fw")
-	dir := t.TempDir()
-	m := startMember(t, dir, srv, p, seed)
-	handoutValid(t, p, m, "first handout")
-	m.stop()
-	srv.Flush()
-	m = startMember(t, dir, srv, p, seed) // puts its record back
-	m.b.opts.Store.(*FleetStore).SettleTime = 3 * time.Second
-	before := p.Stats().TokenRequests
-	done := make(chan error, 1)
-	go func() { done <- m.b.Refresh(context.Background(), "fw") }()
-	rc := srv.Client()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if keys, _ := rc.Keys(context.Background(), "*:lock").Result(); len(keys) > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the refresh never took the lock")
-		}
-	}
+	srv, p, _, before, done := settlingRefresh(t, 3*time.Second)
 	srv.Restart()
 	if err := <-done; err == nil || !strings.Contains(err.Error(), "lock was lost") {
 		t.Errorf("refresh after its lock was lost: %v; want it to give up", err)
@@ -225,29 +203,7 @@ func TestRecordSavedWhileRedisWasDownReachesPeersInTime(t *testing.T) {
 // grace could end after the provider rotated the token and before the
 // answer is saved.
 func TestShutdownStartsNoProviderRequest(t *testing.T) {
-	srv := redistest.Start(t)
-	p := oauthtest.StartTest(t, oauthtest.Options{AccessLifetime: time.Hour, Rotate: true})
-	p.AddClient(oauthtest.Client{ID: "fw", RedirectURI: "http://127.0.0.1/cb", Dialect: oauthtest.Firework})
-	seed := p.IssueRefreshToken("fw")
-	dir := t.TempDir()
-	m := startMember(t, dir, srv, p, seed)
-	handoutValid(t, p, m, "first handout")
-	m.stop()
-	srv.Flush()
-	m = startMember(t, dir, srv, p, seed) // puts its record back
-	m.b.opts.Store.(*FleetStore).SettleTime = time.Second
-	before := p.Stats().TokenRequests
-	done := make(chan error, 1)
-	go func() { done <- m.b.Refresh(context.Background(), "fw") }()
-	rc := srv.Client()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if keys, _ := rc.Keys(context.Background(), "*:lock").Result(); len(keys) > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the refresh never took the lock")
-		}
-	}
+	_, p, m, before, done := settlingRefresh(t, time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := m.b.Shutdown(ctx); err != nil {
@@ -259,4 +215,36 @@ func TestShutdownStartsNoProviderRequest(t *testing.T) {
 	if got := p.Stats().TokenRequests; got != before {
 		t.Errorf("the stopping broker sent %d token requests; want 0", got-before)
 	}
+}
+
+// settlingRefresh starts a broker that puts its record back into a flushed
+// Redis, and a forced refresh on it, and returns once that refresh holds
+// the lock and waits settle for peers; before is the provider's request
+// count then, and done gets the refresh's result.
+func settlingRefresh(t *testing.T, settle time.Duration) (srv *redistest.Server, p *oauthtest.Provider, m *fleetMember, before int, done chan error) {
+	t.Helper()
+	srv = redistest.Start(t)
+	p = oauthtest.StartTest(t, oauthtest.Options{AccessLifetime: time.Hour, Rotate: true})
+	p.AddClient(oauthtest.Client{ID: "fw", RedirectURI: "http://127.0.0.1/cb", Dialect: oauthtest.Firework})
+	seed := p.IssueRefreshToken("fw")
+	dir := t.TempDir()
+	m = startMember(t, dir, srv, p, seed)
+	handoutValid(t, p, m, "first handout")
+	m.stop()
+	srv.Flush()
+	m = startMember(t, dir, srv, p, seed) // puts its record back
+	m.b.opts.Store.(*FleetStore).SettleTime = settle
+	before = p.Stats().TokenRequests
+	done = make(chan error, 1)
+	go func() { done <- m.b.Refresh(context.Background(), "fw") }()
+	rc := srv.Client()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if keys, _ := rc.Keys(context.Background(), "*:lock").Result(); len(keys) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the refresh never took the lock")
+		}
+	}
+	return srv, p, m, before, done
 }
