@@ -30,7 +30,7 @@ type FleetStore struct {
 	PushInterval time.Duration
 
 	putBack sync.Map // key -> time.Time of the last put-back
-	pending sync.Map // key -> struct{}: saved locally, not yet shared
+	pending sync.Map // key -> generation saved locally, not yet shared
 }
 
 // Settle implements Settler. Peers answer a put-back through the store's
@@ -122,7 +122,7 @@ func (s *FleetStore) Save(ctx context.Context, key string, rec Record) error {
 	// Peers decide from the shared copy: until this record reaches it, the
 	// one there holds a refresh token this broker has spent. Share it the
 	// moment the store answers again (pushPending), not at the next Load.
-	s.pending.Store(key, struct{}{})
+	s.pending.Store(key, rec.Generation)
 	s.log().Warn("shared store unreachable; the record is saved locally and shared when it answers", "key", key, "err", serr)
 	return nil
 }
@@ -142,7 +142,7 @@ func (s *FleetStore) pushPending(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		s.pending.Range(func(k, _ any) bool {
+		s.pending.Range(func(k, gen any) bool {
 			key := k.(string)
 			rec, err := s.Local.Load(ctx, key)
 			if err == nil {
@@ -154,7 +154,7 @@ func (s *FleetStore) pushPending(ctx context.Context) {
 			case !errors.Is(err, ErrStale):
 				return false // still failing: try again at the next tick
 			}
-			s.pending.Delete(key)
+			s.pending.CompareAndDelete(key, gen) // unless a newer save missed it too
 			return true
 		})
 	}
