@@ -122,10 +122,7 @@ func TestFleetSurvivesEmptyRedis(t *testing.T) {
 // with the newer one. A refresh on the returning broker must wait for that
 // answer instead of spending the refresh token the peer already spent.
 func TestReturningBrokerDoesNotSpendAnOldRefreshTokenAfterRedisLostData(t *testing.T) {
-	srv := redistest.Start(t)
-	p := oauthtest.StartTest(t, oauthtest.Options{AccessLifetime: time.Hour, Rotate: true})
-	p.AddClient(oauthtest.Client{ID: "fw", RedirectURI: "http://127.0.0.1/cb", Dialect: oauthtest.Firework})
-	seed := p.IssueRefreshToken("fw")
+	srv, p, seed := rotatingSetup(t)
 	dirA, dirB := t.TempDir(), t.TempDir()
 	a := startMember(t, dirA, srv, p, seed)
 	b := startMember(t, dirB, srv, p, seed)
@@ -138,14 +135,7 @@ func TestReturningBrokerDoesNotSpendAnOldRefreshTokenAfterRedisLostData(t *testi
 	srv.Flush()
 	b = startMember(t, dirB, srv, p, seed)
 	b.b.opts.Store.(*FleetStore).SettleTime = 5 * time.Second // a loaded CI machine is slow to answer
-	if err := b.b.Refresh(context.Background(), "fw"); err != nil {
-		t.Fatalf("refresh on the returning broker: %v", err)
-	}
-	if st := p.Stats(); st.ReuseEvents != 0 {
-		t.Fatalf("reuse events = %d; the returning broker spent the refresh token its peer had spent", st.ReuseEvents)
-	}
-	handoutValid(t, p, a, "after")
-	handoutValid(t, p, b, "after, on b")
+	refreshWithoutReuse(t, p, a, b)
 }
 
 // Redis restarted empty while a refresh waits for peers after a put-back:
@@ -169,10 +159,7 @@ func TestRefreshGivesUpALockLostWhileSettling(t *testing.T) {
 // for a newer one, so the refreshing broker must share it within that,
 // however long the outage was (the chaos run: a peer spent the old token).
 func TestRecordSavedWhileRedisWasDownReachesPeersInTime(t *testing.T) {
-	srv := redistest.Start(t)
-	p := oauthtest.StartTest(t, oauthtest.Options{AccessLifetime: time.Hour, Rotate: true})
-	p.AddClient(oauthtest.Client{ID: "fw", RedirectURI: "http://127.0.0.1/cb", Dialect: oauthtest.Firework})
-	seed := p.IssueRefreshToken("fw")
+	srv, p, seed := rotatingSetup(t)
 	a := startMember(t, t.TempDir(), srv, p, seed)
 	b := startMember(t, t.TempDir(), srv, p, seed)
 	handoutValid(t, p, a, "first handout")
@@ -189,14 +176,7 @@ func TestRecordSavedWhileRedisWasDownReachesPeersInTime(t *testing.T) {
 	}
 	time.Sleep(4 * time.Second) // long enough for reconnection backoffs to grow
 	srv.Restart()
-	if err := b.b.Refresh(context.Background(), "fw"); err != nil {
-		t.Fatalf("refresh on the peer: %v", err)
-	}
-	if st := p.Stats(); st.ReuseEvents != 0 {
-		t.Fatalf("reuse events = %d; the peer spent the refresh token the other broker had spent", st.ReuseEvents)
-	}
-	handoutValid(t, p, a, "after")
-	handoutValid(t, p, b, "after, on b")
+	refreshWithoutReuse(t, p, a, b)
 }
 
 // A refresh that reaches its provider call after Shutdown began (here: it
@@ -224,10 +204,7 @@ func TestShutdownStartsNoProviderRequest(t *testing.T) {
 // count then, and done gets the refresh's result.
 func settlingRefresh(t *testing.T, settle time.Duration) (srv *redistest.Server, p *oauthtest.Provider, m *fleetMember, before int, done chan error) {
 	t.Helper()
-	srv = redistest.Start(t)
-	p = oauthtest.StartTest(t, oauthtest.Options{AccessLifetime: time.Hour, Rotate: true})
-	p.AddClient(oauthtest.Client{ID: "fw", RedirectURI: "http://127.0.0.1/cb", Dialect: oauthtest.Firework})
-	seed := p.IssueRefreshToken("fw")
+	srv, p, seed := rotatingSetup(t)
 	dir := t.TempDir()
 	m = startMember(t, dir, srv, p, seed)
 	handoutValid(t, p, m, "first handout")
@@ -285,4 +262,28 @@ func TestRecordSavedWhileRedisWasDownIsOfferedAgain(t *testing.T) {
 			t.Fatal("the record saved while Redis was down never reached Redis")
 		}
 	}
+}
+
+// rotatingSetup starts Redis and a Firework provider that rotates refresh
+// tokens and detects their reuse, and issues the operator's refresh token.
+func rotatingSetup(t *testing.T) (*redistest.Server, *oauthtest.Provider, string) {
+	t.Helper()
+	srv := redistest.Start(t)
+	p := oauthtest.StartTest(t, oauthtest.Options{AccessLifetime: time.Hour, Rotate: true})
+	p.AddClient(oauthtest.Client{ID: "fw", RedirectURI: "http://127.0.0.1/cb", Dialect: oauthtest.Firework})
+	return srv, p, p.IssueRefreshToken("fw")
+}
+
+// refreshWithoutReuse forces a refresh on b, which holds an older record
+// than a, and checks that b spent no refresh token a had spent.
+func refreshWithoutReuse(t *testing.T, p *oauthtest.Provider, a, b *fleetMember) {
+	t.Helper()
+	if err := b.b.Refresh(context.Background(), "fw"); err != nil {
+		t.Fatalf("refresh on the broker behind: %v", err)
+	}
+	if st := p.Stats(); st.ReuseEvents != 0 {
+		t.Fatalf("reuse events = %d; the broker behind spent a refresh token its peer had spent", st.ReuseEvents)
+	}
+	handoutValid(t, p, a, "after")
+	handoutValid(t, p, b, "after, on b")
 }
