@@ -25,6 +25,7 @@ type Metrics struct {
 	refreshTime  *prometheus.HistogramVec
 	lockWait     *prometheus.HistogramVec
 	redisErrors  prometheus.Counter
+	unanswered   *prometheus.CounterVec
 	accessDenied *prometheus.CounterVec
 
 	// byName holds each credential's counters as plain atomics, made once,
@@ -69,6 +70,10 @@ func NewMetrics(version string) *Metrics {
 			Name: "tokenbroker_redis_errors_total",
 			Help: "Redis commands that failed (a missing key is not a failure).",
 		}),
+		unanswered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenbroker_refresh_requests_unanswered_total",
+			Help: "Sent requests spending a refresh token still unanswered after the request timeout (slow: awaited, not resent) or whose answer was lost (lost: the provider may have spent the token), by provider.",
+		}, []string{"provider", "reason"}),
 		accessDenied: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenbroker_access_denied_total",
 			Help: "Requests refused by the socket's access rules, by credential.",
@@ -82,7 +87,7 @@ func NewMetrics(version string) *Metrics {
 		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()},
 	})
 	build.Set(1)
-	m.reg.MustRegister(countsCollector{m}, m.refreshTime, m.lockWait, m.redisErrors, m.accessDenied, build,
+	m.reg.MustRegister(countsCollector{m}, m.refreshTime, m.lockWait, m.redisErrors, m.unanswered, m.accessDenied, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -106,6 +111,12 @@ func (m *Metrics) Refreshed(credential, provider string, result broker.Result, d
 func (m *Metrics) LockWaited(_ string, d time.Duration, outcome string) {
 	m.lockWait.WithLabelValues(outcome).Observe(d.Seconds())
 }
+
+// RequestSlow implements broker.Observer.
+func (m *Metrics) RequestSlow(provider string) { m.unanswered.WithLabelValues(provider, "slow").Inc() }
+
+// AnswerLost implements broker.Observer.
+func (m *Metrics) AnswerLost(provider string) { m.unanswered.WithLabelValues(provider, "lost").Inc() }
 
 // RedisError counts one failed Redis command.
 func (m *Metrics) RedisError() { m.redisErrors.Inc() }

@@ -532,6 +532,8 @@ type countingSource struct{ n atomic.Int64 }
 
 func (s *countingSource) Grant() sources.Grant { return sources.ClientCredentials }
 
+func (s *countingSource) Spends(sources.Token) bool { return false }
+
 func (s *countingSource) Token(context.Context, sources.Token) (sources.Token, error) {
 	now := time.Now()
 	return sources.Token{

@@ -44,8 +44,13 @@ type Options struct {
 	// HandoutWait bounds how long a handout waits for a refresh in flight
 	// when no valid token is at hand.
 	HandoutWait time.Duration // default 5s
-	// RequestTimeout bounds one token request.
+	// RequestTimeout bounds one token request; for a request that spends
+	// a refresh token, it bounds connecting and sending only.
 	RequestTimeout time.Duration // default 30s
+	// AnswerTimeout bounds the wait for the answer to a request that
+	// spends a refresh token, once it was sent: the provider may be acting
+	// on it, and sending it again would spend that token twice.
+	AnswerTimeout time.Duration // default 5m
 	// Backoff after transient failures: full jitter over an exponential
 	// ramp from BackoffBase, capped at BackoffMax.
 	BackoffBase, BackoffMax time.Duration // defaults 1s, 5m
@@ -92,6 +97,9 @@ func (o *Options) defaults() {
 	}
 	if o.RequestTimeout <= 0 {
 		o.RequestTimeout = 30 * time.Second
+	}
+	if o.AnswerTimeout <= 0 {
+		o.AnswerTimeout = 5 * time.Minute
 	}
 	if o.BackoffBase <= 0 {
 		o.BackoffBase = time.Second
@@ -164,6 +172,7 @@ type cred struct {
 	lastRefresh time.Time
 	nextRefresh time.Time
 	failures    int
+	answerLost  bool // the last refresh was sent and its answer lost
 
 	idx int // heap slot, guarded by scheduler.mu
 	due time.Time

@@ -23,6 +23,8 @@ type gateSource struct {
 
 func (s gateSource) Grant() sources.Grant { return sources.ClientCredentials }
 
+func (s gateSource) Spends(sources.Token) bool { return false }
+
 func (s gateSource) Token(ctx context.Context, _ sources.Token) (sources.Token, error) {
 	s.calls.Add(1)
 	n := s.inflight.Add(1)

@@ -60,6 +60,8 @@ type fakeSource struct {
 
 func (s fakeSource) Grant() sources.Grant { return s.grant }
 
+func (s fakeSource) Spends(sources.Token) bool { return s.grant == sources.RefreshToken }
+
 func (s fakeSource) Token(ctx context.Context, prev sources.Token) (sources.Token, error) {
 	start := time.Now()
 	p := s.p

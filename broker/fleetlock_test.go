@@ -145,6 +145,8 @@ func TestDeadLockHolderIsReplacedAfterTheLease(t *testing.T) {
 type heldObserver struct{ held atomic.Int64 }
 
 func (*heldObserver) Refreshed(string, string, Result, time.Duration) {}
+func (*heldObserver) RequestSlow(string)                              {}
+func (*heldObserver) AnswerLost(string)                               {}
 func (o *heldObserver) LockWaited(_ string, _ time.Duration, outcome string) {
 	if outcome == "held" {
 		o.held.Add(1)

@@ -11,6 +11,12 @@ type Observer interface {
 	// it was acquired ("acquired"), held by a peer ("held") or failed
 	// ("error").
 	LockWaited(credential string, d time.Duration, outcome string)
+	// RequestSlow reports a sent request that spends a refresh token and
+	// is still unanswered after RequestTimeout: it is awaited, not resent.
+	RequestSlow(provider string)
+	// AnswerLost reports a sent request that spends a refresh token whose
+	// connection closed with no answer: the provider may have spent it.
+	AnswerLost(provider string)
 }
 
 // Result is how a refresh attempt ended.
@@ -30,3 +36,5 @@ type noObserver struct{}
 
 func (noObserver) Refreshed(string, string, Result, time.Duration) {}
 func (noObserver) LockWaited(string, time.Duration, string)        {}
+func (noObserver) RequestSlow(string)                              {}
+func (noObserver) AnswerLost(string)                               {}

@@ -124,8 +124,11 @@ func (s *RedisStore) Lock(ctx context.Context, key string) (Lease, error) {
 	return lease, nil
 }
 
-// redisLease extends its lock until released; if an extension fails the
-// lock may be lost, and the generation fence keeps the write safe.
+// redisLease extends its lock until released, for as long as a refresh
+// awaits a slow provider (minutes). A failed extension (Redis slow or
+// restarting) is tried again at the next tick; only a lock that is no
+// longer ours (it expired, or Redis lost it and a peer took it) ends the
+// extending. The generation fence keeps the write safe either way.
 type redisLease struct {
 	l    *redislock.Lock
 	ttl  time.Duration
@@ -147,7 +150,7 @@ func (l *redisLease) extend() {
 			ctx, cancel := context.WithTimeout(context.Background(), l.op)
 			err := l.l.Refresh(ctx, l.ttl, nil)
 			cancel()
-			if err != nil {
+			if errors.Is(err, redislock.ErrNotObtained) {
 				return
 			}
 		}

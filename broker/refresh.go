@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/sources"
@@ -192,7 +193,10 @@ func (b *Broker) refresh(ctx context.Context, c *cred) error {
 
 	// Someone may have refreshed while we waited for the lock.
 	adopted, err := b.adoptStored(ctx, c)
-	if s, ok := b.opts.Store.(Settler); ok && err == nil && c.Source.Grant() == sources.RefreshToken {
+	c.mu.Lock()
+	spends := c.Source.Spends(c.tok)
+	c.mu.Unlock()
+	if s, ok := b.opts.Store.(Settler); ok && err == nil && spends {
 		// The record we hold may have been put back over a lost shared
 		// copy; a peer may hold a newer one, whose refresh token we would
 		// otherwise spend a second time.
@@ -239,9 +243,16 @@ func (b *Broker) refresh(ctx context.Context, c *cred) error {
 		return errStopping
 	}
 	b.crashPoint(CrashBeforeRequest)
-	rctx, cancel := context.WithTimeout(ctx, b.opts.RequestTimeout)
-	tok, err := c.Source.Token(rctx, prev)
-	cancel()
+	c.mu.Lock()
+	lostBefore := c.answerLost
+	c.mu.Unlock()
+	tok, err := b.request(ctx, c, prev)
+	if lostBefore && errors.Is(err, sources.ErrReauthorize) {
+		err = fmt.Errorf("%w (the answer to the previous refresh was lost after it was sent: the provider had likely rotated the refresh token already, and took this attempt for a reuse)", err)
+	}
+	c.mu.Lock()
+	c.answerLost = errors.Is(err, sources.ErrAnswerLost)
+	c.mu.Unlock()
 	if err != nil {
 		return err
 	}
@@ -274,7 +285,67 @@ func lockOutcome(err error) string {
 // them, which needs an operator to authorize again. Waiting for Redis costs
 // at most an outage of this credential that ends by itself.
 func (b *Broker) mayRefreshUnlocked(c *cred) bool {
-	return c.Source.Grant() != sources.RefreshToken
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !c.Source.Spends(c.tok)
+}
+
+// errNotSent ends a request that could not be sent within RequestTimeout.
+var errNotSent = errors.New("the request was not sent within the request timeout")
+
+// request asks c's source for a token. A request that spends nothing is
+// bounded by RequestTimeout. One that spends a refresh token is bounded by
+// it only until it is sent: from then on the provider may act on it
+// whatever we do, and its answer holds the only copy of the successor, so
+// it is awaited up to AnswerTimeout, under the lock, and never sent again
+// unless its answer is certainly lost.
+func (b *Broker) request(ctx context.Context, c *cred, prev sources.Token) (sources.Token, error) {
+	if !c.Source.Spends(prev) {
+		rctx, cancel := context.WithTimeout(ctx, b.opts.RequestTimeout)
+		defer cancel()
+		return c.Source.Token(rctx, prev)
+	}
+	rctx, cancel := context.WithTimeout(ctx, b.opts.AnswerTimeout)
+	defer cancel()
+	sctx, unsent := context.WithCancelCause(rctx)
+	defer unsent(nil)
+	var written atomic.Bool
+	sctx = sources.OnWritten(sctx, func() { written.Store(true) })
+	start := time.Now()
+	slow := time.AfterFunc(b.opts.RequestTimeout, func() {
+		if !written.Load() {
+			unsent(errNotSent)
+			return
+		}
+		b.opts.Observer.RequestSlow(c.Provider)
+		b.log.Warn("the provider has not answered a sent refresh yet; awaiting its answer, not sending it again (the lock is held, the current token is still handed out)",
+			"credential", c.Name, "waited", b.opts.RequestTimeout, "answer_timeout", b.opts.AnswerTimeout)
+	})
+	tok, err := c.Source.Token(sctx, prev)
+	slowed := !slow.Stop()
+	switch {
+	case err == nil:
+		if slowed {
+			b.log.Info("the slow refresh was answered", "credential", c.Name, "after", time.Since(start).Round(time.Millisecond))
+		}
+		return tok, nil
+	case errors.Is(context.Cause(sctx), errNotSent):
+		return sources.Token{}, fmt.Errorf("%w (%s, connecting and sending included): %w", errNotSent, b.opts.RequestTimeout, err)
+	case !written.Load():
+		return sources.Token{}, err
+	case ctx.Err() != nil:
+		b.log.Warn("the stop cut short a sent refresh after its grace: the provider may have spent the refresh token, and its successor is lost with the answer; if the provider detects reuse, the credential must be authorized again",
+			"credential", c.Name, "waited", time.Since(start).Round(time.Millisecond))
+		return sources.Token{}, err
+	case rctx.Err() != nil:
+		b.opts.Observer.AnswerLost(c.Provider)
+		return sources.Token{}, fmt.Errorf("%w: none within the answer timeout (%s), so the provider may have spent the refresh token and the next attempt may be refused as a reuse (%w)", sources.ErrAnswerLost, b.opts.AnswerTimeout, err)
+	case errors.Is(err, sources.ErrAnswerLost):
+		b.opts.Observer.AnswerLost(c.Provider)
+		b.log.Warn("the connection closed after a refresh was sent, with no answer: the provider may have spent the refresh token; trying again, which a provider that detects reuse may refuse",
+			"credential", c.Name)
+	}
+	return sources.Token{}, err
 }
 
 // save writes rec, clears c.unsaved and hands rec out. When a newer record

@@ -247,6 +247,9 @@ func (o *readyObserver) LockWaited(credential string, d time.Duration, outcome s
 	}
 }
 
+func (o *readyObserver) RequestSlow(string) {}
+func (o *readyObserver) AnswerLost(string)  {}
+
 // inflightTransport counts the requests in flight and keeps the maximum.
 type inflightTransport struct {
 	next     http.RoundTripper

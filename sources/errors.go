@@ -17,7 +17,20 @@ var (
 	// ErrReauthorize: a refresh token was refused with invalid_grant. The
 	// credential needs a new authorization (a new refresh token).
 	ErrReauthorize = errors.New("refresh token refused: re-authorization needed")
+	// ErrAnswerLost: the request was sent in full, then the connection
+	// closed with no answer. The provider may have acted on it: spent a
+	// refresh token and issued a successor that is lost with the answer.
+	ErrAnswerLost = errors.New("the request was sent but its answer was lost")
 )
+
+// lostError is a transport error after the request was written.
+type lostError struct{ err error }
+
+func (e *lostError) Error() string {
+	return e.err.Error() + " (the request was sent, so the provider may have acted on it)"
+}
+func (e *lostError) Unwrap() error        { return e.err }
+func (e *lostError) Is(target error) bool { return target == ErrAnswerLost }
 
 // permanentCodes are RFC 6749 §5.2 codes that no retry can fix.
 var permanentCodes = map[string]bool{

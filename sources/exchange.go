@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strings"
 	"sync/atomic"
@@ -30,7 +31,10 @@ type Client struct {
 type Endpoint struct {
 	Dialect Dialect
 	Client  Client
-	// HTTP sends the requests; nil means a client with a 30 s timeout.
+	// HTTP sends the requests; nil means a client with a 30 s timeout. A
+	// refresh_token request ignores the client's Timeout: once sent, its
+	// answer may hold the only copy of a rotated refresh token, so only
+	// the caller's context bounds it.
 	HTTP *http.Client
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -96,17 +100,45 @@ func (e *Endpoint) exchange(ctx context.Context, g Grant, params url.Values, sec
 	if hc == nil {
 		hc = defaultHTTP
 	}
+	if g == RefreshToken && hc.Timeout > 0 {
+		unbounded := *hc
+		unbounded.Timeout = 0
+		hc = &unbounded
+	}
+	var written atomic.Bool
+	req = req.WithContext(OnWritten(ctx, func() { written.Store(true) }))
 	start := now()
 	resp, err := hc.Do(req)
 	if err != nil {
-		return Token{}, transportError(req, err)
+		return Token{}, answerLost(ctx, &written, transportError(req, err))
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
 	if err != nil {
-		return Token{}, fmt.Errorf("%s %s: reading the answer: %w", req.Method, redactURL(req.URL), stripURL(err))
+		return Token{}, answerLost(ctx, &written, fmt.Errorf("%s %s: reading the answer: %w", req.Method, redactURL(req.URL), stripURL(err)))
 	}
 	return d.parse(g, answer{status: resp.StatusCode, header: resp.Header, body: body}, start)
+}
+
+// OnWritten returns a context under which a token request calls f once it
+// has been written to the provider in full: from then on the provider may
+// act on it whatever the client does.
+func OnWritten(ctx context.Context, f func()) context.Context {
+	return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteRequest: func(i httptrace.WroteRequestInfo) {
+		if i.Err == nil {
+			f()
+		}
+	}})
+}
+
+// answerLost marks err as ErrAnswerLost when the request was written and
+// the connection then failed with no answer, though the caller did not
+// give up: the provider may have acted on it.
+func answerLost(ctx context.Context, written *atomic.Bool, err error) error {
+	if !written.Load() || ctx.Err() != nil {
+		return err
+	}
+	return &lostError{err}
 }
 
 func (e *Endpoint) request(ctx context.Context, g Grant, params url.Values, secret Secret) (*http.Request, error) {

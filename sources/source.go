@@ -2,6 +2,7 @@ package sources
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"sync/atomic"
@@ -9,10 +10,16 @@ import (
 
 // Source obtains a new token for one credential. prev is the token the
 // credential holds now (zero at first); a refresh grant spends its refresh
-// token. Implementations send one request per call and never retry.
+// token. Implementations send one request per call and never retry, except
+// where a refused refresh token leaves a grant of their own to fall back on
+// (PasswordSource).
 type Source interface {
 	Token(ctx context.Context, prev Token) (Token, error)
 	Grant() Grant
+	// Spends reports whether Token(ctx, prev) would spend a token the
+	// provider may rotate: then the caller must hold the refresh lock, must
+	// not send it twice, and must await a request once sent.
+	Spends(prev Token) bool
 }
 
 // ErrNoRefreshToken means a refresh_token credential has none to spend:
@@ -32,6 +39,9 @@ type ClientCredentialsSource struct{ Endpoint *Endpoint }
 // Grant implements Source.
 func (s *ClientCredentialsSource) Grant() Grant { return ClientCredentials }
 
+// Spends implements Source: client_credentials spends nothing.
+func (s *ClientCredentialsSource) Spends(Token) bool { return false }
+
 // Token implements Source.
 func (s *ClientCredentialsSource) Token(ctx context.Context, _ Token) (Token, error) {
 	return s.Endpoint.Exchange(ctx, ClientCredentials, nil)
@@ -45,12 +55,20 @@ type RefreshTokenSource struct{ Endpoint *Endpoint }
 // Grant implements Source.
 func (s *RefreshTokenSource) Grant() Grant { return RefreshToken }
 
+// Spends implements Source: every refresh spends the refresh token.
+func (s *RefreshTokenSource) Spends(Token) bool { return true }
+
 // Token implements Source.
 func (s *RefreshTokenSource) Token(ctx context.Context, prev Token) (Token, error) {
 	if prev.RefreshToken.IsZero() {
 		return Token{}, ErrNoRefreshToken
 	}
-	t, err := s.Endpoint.Exchange(ctx, RefreshToken, url.Values{"refresh_token": {prev.RefreshToken.Reveal()}})
+	return refresh(ctx, s.Endpoint, prev)
+}
+
+// refresh spends prev's refresh token at e.
+func refresh(ctx context.Context, e *Endpoint, prev Token) (Token, error) {
+	t, err := e.Exchange(ctx, RefreshToken, url.Values{"refresh_token": {prev.RefreshToken.Reveal()}})
 	if err != nil {
 		return Token{}, err
 	}
@@ -60,8 +78,11 @@ func (s *RefreshTokenSource) Token(ctx context.Context, prev Token) (Token, erro
 	return t, nil
 }
 
-// PasswordSource runs the resource owner password grant every time: it holds
-// the password, so a refresh token would add state without adding anything.
+// PasswordSource runs the resource owner password grant, and refreshes with
+// the refresh token its answer carries, when it carries one: each password
+// request opens a new grant at the provider, a refresh renews the one it
+// holds. When the provider refuses the refresh token (invalid_grant), the
+// password opens a new grant.
 type PasswordSource struct {
 	Endpoint *Endpoint
 	Username string
@@ -76,8 +97,24 @@ func (s *PasswordSource) SetPassword(p Secret) { s.reloaded.Store(&p) }
 // Grant implements Source.
 func (s *PasswordSource) Grant() Grant { return Password }
 
+// Spends implements Source: a refresh token, once the provider issued one.
+func (s *PasswordSource) Spends(prev Token) bool { return !prev.RefreshToken.IsZero() }
+
 // Token implements Source.
-func (s *PasswordSource) Token(ctx context.Context, _ Token) (Token, error) {
+func (s *PasswordSource) Token(ctx context.Context, prev Token) (Token, error) {
+	if prev.RefreshToken.IsZero() {
+		return s.password(ctx)
+	}
+	t, err := refresh(ctx, s.Endpoint, prev)
+	var pe *ProviderError
+	if errors.As(err, &pe) && pe.Code == "invalid_grant" {
+		// The refresh token is dead (expired, revoked); the password is not.
+		return s.password(ctx)
+	}
+	return t, err
+}
+
+func (s *PasswordSource) password(ctx context.Context) (Token, error) {
 	pw := s.Password
 	if p := s.reloaded.Load(); p != nil {
 		pw = *p

@@ -55,6 +55,7 @@ type Config struct {
 
 	RefreshAt           float64
 	RequestTimeout      time.Duration
+	AnswerTimeout       time.Duration
 	HandoutWait         time.Duration
 	BackoffMax          time.Duration
 	ProviderConcurrency int
@@ -122,6 +123,7 @@ const (
 	varLogFormat           = "LOG_FORMAT"
 	varRefreshAt           = "REFRESH_AT"
 	varRequestTimeout      = "REQUEST_TIMEOUT"
+	varAnswerTimeout       = "ANSWER_TIMEOUT"
 	varHandoutWait         = "HANDOUT_WAIT"
 	varBackoffMax          = "BACKOFF_MAX"
 	varProviderConcurrency = "PROVIDER_CONCURRENCY"
@@ -141,7 +143,7 @@ const (
 // guard warns about it.
 var globalVars = []string{
 	varSocket, varStateDir, varCredentials, varLogLevel, varLogFormat,
-	varRefreshAt, varRequestTimeout, varHandoutWait, varBackoffMax, varProviderConcurrency,
+	varRefreshAt, varRequestTimeout, varAnswerTimeout, varHandoutWait, varBackoffMax, varProviderConcurrency,
 	varRedisURL, varRedisPrefix, varRedisLockTTL, varEncryptionKey, varEncryptionKey + fileSuffix,
 	varRedisAddrs, varRedisSentinelMaster, varRedisUsername, varRedisPassword, varRedisPassword + fileSuffix, varRedisCAFile,
 	varMetricsAddr, varSocketMode, varSocketGroup, varAllowUIDs, varAllowGIDs, varTestCrashAt,
@@ -226,6 +228,7 @@ func loadConfig(environ []string) (Config, error) {
 		LogLevel:            slog.LevelInfo,
 		RefreshAt:           0.85,
 		RequestTimeout:      30 * time.Second,
+		AnswerTimeout:       5 * time.Minute,
 		HandoutWait:         5 * time.Second,
 		BackoffMax:          5 * time.Minute,
 		ProviderConcurrency: 4,
@@ -287,6 +290,10 @@ func loadConfig(environ []string) (Config, error) {
 		}
 	}
 	parseDuration(p, vars, envPrefix+varRequestTimeout, &c.RequestTimeout, time.Second, time.Hour)
+	parseDuration(p, vars, envPrefix+varAnswerTimeout, &c.AnswerTimeout, time.Second, 24*time.Hour)
+	if c.AnswerTimeout < c.RequestTimeout {
+		p.errorf(envPrefix+varAnswerTimeout, "%s is shorter than TOKENBROKER_REQUEST_TIMEOUT (%s); set it longer: it bounds the wait for a sent refresh's answer", c.AnswerTimeout, c.RequestTimeout)
+	}
 	parseDuration(p, vars, envPrefix+varHandoutWait, &c.HandoutWait, time.Millisecond, 5*time.Minute)
 	parseDuration(p, vars, envPrefix+varBackoffMax, &c.BackoffMax, time.Second, 24*time.Hour)
 	if name, v, ok := g(varProviderConcurrency); ok {

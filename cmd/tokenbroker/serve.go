@@ -84,6 +84,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func()) erro
 		RefreshAt:           cfg.RefreshAt,
 		HandoutWait:         cfg.HandoutWait,
 		RequestTimeout:      cfg.RequestTimeout,
+		AnswerTimeout:       cfg.AnswerTimeout,
 		BackoffMax:          cfg.BackoffMax,
 		ProviderConcurrency: cfg.ProviderConcurrency,
 		Observer:            metrics,
