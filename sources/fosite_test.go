@@ -8,8 +8,8 @@ import (
 
 	"golang.org/x/oauth2"
 
+	"github.com/tokenbroker/tokenbroker/internal/fositetest"
 	"github.com/tokenbroker/tokenbroker/sources"
-	"github.com/tokenbroker/tokenbroker/sources/internal/fositetest"
 )
 
 // An authorization server we did not write (ory/fosite) agrees with our

@@ -19,6 +19,11 @@
 // (presenting it yields the same "already used" body above) and its access
 // token is deleted, so the legitimate holder must start over too.
 //
+// Delay makes the next token requests slow the way a provider behind a load
+// balancer is: each is handled after the delay whatever its client does (a
+// client that gave up meanwhile is not noticed), and its answer is written
+// if the client still listens.
+//
 // expires_in is a JSON integer (seconds, int64), computed from an expiry
 // rounded to the second, so it can be one less than AccessLifetime. Refresh
 // tokens are issued by the password and authorization_code grants only when
@@ -34,6 +39,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -61,6 +67,15 @@ type Server struct {
 
 	srv      *httptest.Server
 	requests atomic.Int64
+	reuses   atomic.Int64 // rotated refresh tokens presented again
+	held     atomic.Int64 // delayed requests not handled yet
+	overlap  atomic.Int64 // requests that came while one was held
+
+	mu      sync.Mutex
+	delay   time.Duration // for the next delayed requests
+	delayed int           // how many requests are still to delay
+	handled sync.WaitGroup
+	stop    chan struct{} // closed when the test ends
 }
 
 // Options configures Start. Zero lifetimes use fosite's defaults (1h access,
@@ -111,6 +126,8 @@ func Start(t testing.TB, opts Options) *Server {
 	mux := http.NewServeMux()
 	s.srv = httptest.NewServer(mux)
 	t.Cleanup(s.srv.Close)
+	s.stop = make(chan struct{})
+	t.Cleanup(func() { close(s.stop); s.handled.Wait() }) // runs before Close
 	s.URL, s.TokenURL, s.AuthURL = s.srv.URL, s.srv.URL+"/token", s.srv.URL+"/auth"
 
 	config := &fosite.Config{
@@ -127,8 +144,7 @@ func Start(t testing.TB, opts Options) *Server {
 		compose.OAuth2ResourceOwnerPasswordCredentialsFactory,
 	)
 
-	mux.HandleFunc("/token", func(w http.ResponseWriter, r *http.Request) {
-		s.requests.Add(1)
+	token := func(w http.ResponseWriter, r *http.Request) {
 		ctx := r.Context()
 		ar, err := provider.NewAccessRequest(ctx, r, &fosite.DefaultSession{})
 		if err == nil {
@@ -144,8 +160,22 @@ func Start(t testing.TB, opts Options) *Server {
 			}
 		}
 		rfc := fosite.ErrorToRFC6749Error(err)
+		if strings.Contains(rfc.GetDescription(), "already used") {
+			s.reuses.Add(1)
+		}
 		t.Logf("fositetest: token request failed: %s (%s)", rfc.GetDescription(), rfc.DebugField)
 		provider.WriteAccessError(ctx, w, ar, err)
+	}
+	mux.HandleFunc("/token", func(w http.ResponseWriter, r *http.Request) {
+		s.requests.Add(1)
+		if s.held.Load() > 0 {
+			s.overlap.Add(1)
+		}
+		if d := s.takeDelay(); d > 0 {
+			s.detached(w, r, d, token)
+			return
+		}
+		token(w, r)
 	})
 	mux.HandleFunc("/auth", func(w http.ResponseWriter, r *http.Request) {
 		ctx := r.Context()
@@ -191,6 +221,66 @@ func (s *Server) InitialRefreshToken(t testing.TB) string {
 	}
 	return body.RefreshToken
 }
+
+// Delay makes the next n token requests wait d, then be handled whatever
+// their client did meanwhile.
+func (s *Server) Delay(d time.Duration, n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.delay, s.delayed = d, n
+}
+
+func (s *Server) takeDelay() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.delayed == 0 {
+		return 0
+	}
+	s.delayed--
+	return s.delay
+}
+
+// detached handles r after d on a context its client's connection does
+// not cancel, and writes the answer, which is lost if the client left.
+func (s *Server) detached(w http.ResponseWriter, r *http.Request, d time.Duration, token http.HandlerFunc) {
+	s.handled.Add(1)
+	defer s.handled.Done()
+	s.held.Add(1)
+	handled := false
+	defer func() {
+		if !handled {
+			s.held.Add(-1)
+		}
+	}()
+	if err := r.ParseForm(); err != nil { // the body, while the client is there
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-s.stop:
+		return
+	}
+	rec := httptest.NewRecorder()
+	token(rec, r.Clone(context.WithoutCancel(r.Context())))
+	handled = true
+	s.held.Add(-1) // acted on; the client may send again once it has the answer
+	for k, v := range rec.Header() {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(rec.Code)
+	w.Write(rec.Body.Bytes())
+}
+
+// Overlapping returns how many token requests arrived while a delayed
+// request was held, not yet acted on.
+func (s *Server) Overlapping() int { return int(s.overlap.Load()) }
+
+// Reuses returns how many times a rotated refresh token was presented
+// again (each revoked its grant).
+func (s *Server) Reuses() int { return int(s.reuses.Load()) }
 
 // TokenRequests returns the number of requests the token endpoint has received,
 // successful or not (InitialRefreshToken included).
