@@ -27,6 +27,10 @@ type Fault struct {
 	// Delay holds the answer back; it ends early when the client goes away
 	// or the Provider closes, and then nothing is sent.
 	Delay time.Duration
+	// Detached makes Delay ignore the client, as a provider behind a load
+	// balancer does: the request is acted on after the whole Delay even if
+	// its client gave up, and the answer is lost. Only Close ends it early.
+	Detached bool
 	// ExpiresIn replaces the lifetime field (expires_in, or Firework's
 	// token_expires_in) of a successful answer: 0, -5, 315360000, "abc"...
 	// The token's real expiry (Valid, JWT exp) is unchanged.
@@ -73,13 +77,17 @@ func (p *Provider) applyFault(w http.ResponseWriter, r *http.Request, f *Fault, 
 	if f.Delay > 0 {
 		p.sleeping.Add(1)
 		t := time.NewTimer(f.Delay)
+		ctx := r.Context()
+		if f.Detached {
+			ctx = p.base
+		}
 		select {
 		case <-t.C:
-		case <-r.Context().Done():
+		case <-ctx.Done():
 		}
 		t.Stop()
 		p.sleeping.Add(-1)
-		if r.Context().Err() != nil {
+		if ctx.Err() != nil {
 			panic(http.ErrAbortHandler) // drop the connection: nothing is sent
 		}
 	}

@@ -25,6 +25,7 @@ type Provider struct {
 	key               []byte // HS256 key of the JWT access tokens
 	url               string
 	srv               *http.Server
+	base              context.Context    // every request's, until Close
 	stop              context.CancelFunc // cancels every request's context
 	served            chan struct{}      // closed when Serve returns
 	close             sync.Once
@@ -176,6 +177,7 @@ func Start(opts Options) (*Provider, error) {
 		opts:    opts,
 		key:     []byte(rand.Text()),
 		url:     "http://" + ln.Addr().String(),
+		base:    ctx,
 		stop:    stop,
 		served:  make(chan struct{}),
 		clients: map[string]Client{},

@@ -907,6 +907,21 @@ func TestFaults(t *testing.T) {
 		waitFor(t, "the handler to stop sleeping", func() bool { return p.sleeping.Load() == 0 })
 	})
 
+	t.Run("a detached delay acts after the client left", func(t *testing.T) {
+		p, _ := setup(t, Options{Rotate: true})
+		rt := p.IssueRefreshToken("gen")
+		p.Inject(Fault{Delay: 200 * time.Millisecond, Detached: true})
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		defer cancel()
+		if _, err := trySend(ctx, p, refreshCall(Generic, rt)); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("err %v, want deadline exceeded", err)
+		}
+		waitFor(t, "the provider to act on the request", func() bool { return p.Stats().Refreshes == 1 })
+		if r := send(t, p, refreshCall(Generic, rt)); r.str("error") != "invalid_grant" || p.Stats().ReuseEvents != 1 {
+			t.Errorf("the token again: %d %s, reuse events %d; want invalid_grant and 1 (it was spent)", r.status, r.raw, p.Stats().ReuseEvents)
+		}
+	})
+
 	t.Run("Close ends a delay", func(t *testing.T) {
 		p, _ := setup(t, Options{})
 		p.Inject(Fault{Delay: time.Minute})
