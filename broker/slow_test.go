@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker/redistest"
 	"github.com/tokenbroker/tokenbroker/internal/fositetest"
 	"github.com/tokenbroker/tokenbroker/sources"
+	"github.com/tokenbroker/tokenbroker/sources/oauthtest"
 )
 
 // fositeCred is a rotating refresh_token credential at a fosite server.
@@ -199,4 +201,46 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// The provider rotates the refresh token, then drops the connection with
+// no answer. The broker may try again (nothing else could revive the
+// credential), says that the provider may have spent the token, and when
+// the provider takes the retry for a reuse and revokes the grant, the
+// credential asks for a new authorization and says why.
+func TestLostAnswerAfterRotation(t *testing.T) {
+	p := oauthtest.StartTest(t, oauthtest.Options{AccessLifetime: time.Hour, Rotate: true})
+	p.AddClient(oauthtest.Client{ID: "fw", RedirectURI: "http://127.0.0.1/cb", Dialect: oauthtest.Firework})
+	store, err := OpenFileStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &lockedBuffer{}
+	obs := &slowObserver{}
+	b, err := New(Options{Store: store, Logger: slog.New(slog.NewTextHandler(logs, nil)), Observer: obs},
+		[]Credential{fleetCred(p, p.IssueRefreshToken("fw"))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	mustToken(t, b, "fw")
+
+	p.Inject(oauthtest.Fault{AfterProcessing: true, Hangup: true})
+	if err := b.Refresh(context.Background(), "fw"); !errors.Is(err, sources.ErrAnswerLost) {
+		t.Fatalf("refresh whose answer was lost: %v; want ErrAnswerLost", err)
+	}
+	_ = b.Refresh(context.Background(), "fw") // the retry
+	st := b.Status()[0]
+	if st.State != StateReauthorize || !strings.Contains(st.LastError, "answer to the previous refresh was lost") {
+		t.Errorf("state %s, last error %q; want reauthorize, saying the previous answer was lost", st.State, st.LastError)
+	}
+	if !strings.Contains(logs.String(), "may have spent the refresh token") || obs.lost.Load() != 1 {
+		t.Errorf("lost answers observed: %d; logs:\n%s\nwant 1, and a line saying the token may be spent", obs.lost.Load(), logs)
+	}
+	if ps := p.Stats(); ps.ReuseEvents != 1 {
+		t.Errorf("reuse events %d; want 1 (the retry spent the rotated token)", ps.ReuseEvents)
+	}
 }
