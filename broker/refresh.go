@@ -246,12 +246,31 @@ func (b *Broker) refresh(ctx context.Context, c *cred) error {
 	c.mu.Lock()
 	lostBefore := c.answerLost
 	c.mu.Unlock()
+	// When the provider may have spent the refresh token, a source that
+	// can start over without it (a password) does, rather than have the
+	// provider revoke the grant whose tokens the fleet hands out; at once,
+	// under this lock, since a peer that took the lock next would not know.
+	startOver := func() bool {
+		if !c.Source.Spends(prev) || c.Source.Spends(sources.Token{}) {
+			return false
+		}
+		b.log.Info("starting a new grant rather than spending a refresh token the provider may have spent", "credential", c.Name)
+		prev = sources.Token{}
+		return true
+	}
+	if lostBefore {
+		startOver()
+	}
 	tok, err := b.request(ctx, c, prev)
+	lost := errors.Is(err, sources.ErrAnswerLost)
+	if lost && startOver() {
+		tok, err = b.request(ctx, c, prev)
+	}
 	if lostBefore && errors.Is(err, sources.ErrReauthorize) {
 		err = fmt.Errorf("%w (the answer to the previous refresh was lost after it was sent: the provider had likely rotated the refresh token already, and took this attempt for a reuse)", err)
 	}
 	c.mu.Lock()
-	c.answerLost = errors.Is(err, sources.ErrAnswerLost)
+	c.answerLost = err != nil && (lost || errors.Is(err, sources.ErrAnswerLost))
 	c.mu.Unlock()
 	if err != nil {
 		return err

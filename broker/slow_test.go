@@ -244,3 +244,76 @@ func TestLostAnswerAfterRotation(t *testing.T) {
 		t.Errorf("reuse events %d; want 1 (the retry spent the rotated token)", ps.ReuseEvents)
 	}
 }
+
+// A stop gives a sent refresh its grace, then cuts it and says that the
+// refresh token may be spent.
+func TestShutdownCutsASlowRefreshAndSaysSo(t *testing.T) {
+	srv := fositetest.Start(t, fositetest.Options{AccessLifetime: time.Hour})
+	store, err := OpenFileStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &lockedBuffer{}
+	obs := &slowObserver{}
+	b, err := New(Options{Store: store, Logger: slog.New(slog.NewTextHandler(logs, nil)), Observer: obs,
+		RequestTimeout: 50 * time.Millisecond}, []Credential{fositeCred(t, srv, srv.InitialRefreshToken(t))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	mustToken(t, b, "slow")
+	srv.Delay(time.Minute, 1)
+	go func() { _ = b.Refresh(context.Background(), "slow") }()
+	for obs.slow.Load() == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond) // the grace
+	defer cancel()
+	if err := b.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "the stop cut short a sent refresh") || !strings.Contains(logs.String(), "may have spent the refresh token") {
+		t.Errorf("no log line saying the stop cut a sent refresh:\n%s", logs)
+	}
+}
+
+// A password credential whose answer was lost starts a new grant with its
+// password at once instead of spending the refresh token the provider may
+// have spent: no reuse, so the grant whose tokens the fleet hands out
+// stays alive.
+func TestLostAnswerPasswordStartsOver(t *testing.T) {
+	p := oauthtest.StartTest(t, oauthtest.Options{AccessLifetime: time.Hour, Rotate: true})
+	p.AddClient(oauthtest.Client{ID: "vs", Secret: "vs-secret", Dialect: oauthtest.VSRS})
+	p.AddUser("demo", "demo-password")
+	d, err := sources.Preset("vsrs", sources.Password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.TokenURL = p.TokenURL(oauthtest.VSRS)
+	e := &sources.Endpoint{Dialect: d, Client: sources.Client{ID: "vs", Secret: sources.NewSecret("vs-secret")}}
+	src := &sources.PasswordSource{Endpoint: e, Username: "demo", Password: sources.NewSecret("demo-password")}
+	store, err := OpenFileStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := start(t, store, Credential{Name: "vs", Provider: "vsrs", Source: src, Fingerprint: "fp-vs"})
+	defer b.Close()
+	first := mustToken(t, b, "vs")
+	if err := b.Refresh(context.Background(), "vs"); err != nil { // the refresh token is used
+		t.Fatal(err)
+	}
+	p.Inject(oauthtest.Fault{AfterProcessing: true, Hangup: true})
+	// At once, under the same lock: a peer taking the lock next would
+	// spend the token.
+	if err := b.Refresh(context.Background(), "vs"); err != nil {
+		t.Fatalf("refresh whose answer was lost: %v; want a new grant from the password at once", err)
+	}
+	h := mustToken(t, b, "vs")
+	st := p.Stats()
+	if st.ReuseEvents != 0 || st.ByGrant["password"] != 2 || st.ByGrant["refresh_token"] != 2 || !p.Valid(h.AccessToken.Reveal()) || h.AccessToken.Equal(first.AccessToken) {
+		t.Errorf("reuse %d, grants %v, handout valid %v; want 0 reuse, password twice (first, after the loss), refresh_token twice, a valid new token",
+			st.ReuseEvents, st.ByGrant, p.Valid(h.AccessToken.Reveal()))
+	}
+}
