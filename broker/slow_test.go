@@ -47,22 +47,8 @@ func (o *slowObserver) AnswerLost(string)  { o.lost.Add(1) }
 // the grant stays alive.
 func TestSlowRefreshIsAwaitedNotRepeated(t *testing.T) {
 	srv := fositetest.Start(t, fositetest.Options{AccessLifetime: time.Hour})
-	store, err := OpenFileStore(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &lockedBuffer{}
-	obs := &slowObserver{}
 	const timeout, delay = 100 * time.Millisecond, time.Second
-	b, err := New(Options{Store: store, Logger: slog.New(slog.NewTextHandler(logs, nil)), Observer: obs,
-		RequestTimeout: timeout, AnswerTimeout: time.Minute}, []Credential{fositeCred(t, srv, srv.InitialRefreshToken(t))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b, logs, obs := watchedBroker(t, Options{RequestTimeout: timeout, AnswerTimeout: time.Minute}, fositeCred(t, srv, srv.InitialRefreshToken(t)))
 	first := mustToken(t, b, "slow")
 
 	srv.Delay(delay, 1)
@@ -185,6 +171,28 @@ func TestSlowLockHolderKeepsTheFleetFromSpending(t *testing.T) {
 	}
 }
 
+// watchedBroker starts a broker of c on a state dir, logging to the
+// returned buffer and observed by the returned observer; the test's end
+// closes it.
+func watchedBroker(t *testing.T, opts Options, c Credential) (*Broker, *lockedBuffer, *slowObserver) {
+	t.Helper()
+	store, err := OpenFileStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs, obs := &lockedBuffer{}, &slowObserver{}
+	opts.Store, opts.Logger, opts.Observer = store, slog.New(slog.NewTextHandler(logs, nil)), obs
+	b, err := New(opts, []Credential{c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b, logs, obs
+}
+
 // lockedBuffer is a log sink safe for the broker's goroutines.
 type lockedBuffer struct {
 	mu sync.Mutex
@@ -211,21 +219,7 @@ func (l *lockedBuffer) String() string {
 func TestLostAnswerAfterRotation(t *testing.T) {
 	p := oauthtest.StartTest(t, oauthtest.Options{AccessLifetime: time.Hour, Rotate: true})
 	p.AddClient(oauthtest.Client{ID: "fw", RedirectURI: "http://127.0.0.1/cb", Dialect: oauthtest.Firework})
-	store, err := OpenFileStore(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &lockedBuffer{}
-	obs := &slowObserver{}
-	b, err := New(Options{Store: store, Logger: slog.New(slog.NewTextHandler(logs, nil)), Observer: obs},
-		[]Credential{fleetCred(p, p.IssueRefreshToken("fw"))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b, logs, obs := watchedBroker(t, Options{}, fleetCred(p, p.IssueRefreshToken("fw")))
 	mustToken(t, b, "fw")
 
 	p.Inject(oauthtest.Fault{AfterProcessing: true, Hangup: true})
@@ -249,20 +243,7 @@ func TestLostAnswerAfterRotation(t *testing.T) {
 // refresh token may be spent.
 func TestShutdownCutsASlowRefreshAndSaysSo(t *testing.T) {
 	srv := fositetest.Start(t, fositetest.Options{AccessLifetime: time.Hour})
-	store, err := OpenFileStore(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &lockedBuffer{}
-	obs := &slowObserver{}
-	b, err := New(Options{Store: store, Logger: slog.New(slog.NewTextHandler(logs, nil)), Observer: obs,
-		RequestTimeout: 50 * time.Millisecond}, []Credential{fositeCred(t, srv, srv.InitialRefreshToken(t))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	b, logs, obs := watchedBroker(t, Options{RequestTimeout: 50 * time.Millisecond}, fositeCred(t, srv, srv.InitialRefreshToken(t)))
 	mustToken(t, b, "slow")
 	srv.Delay(time.Minute, 1)
 	go func() { _ = b.Refresh(context.Background(), "slow") }()
