@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
@@ -132,10 +133,11 @@ func OnWritten(ctx context.Context, f func()) context.Context {
 }
 
 // answerLost marks err as ErrAnswerLost when the request was written and
-// the connection then failed with no answer, though the caller did not
-// give up: the provider may have acted on it.
+// the connection then failed with no answer, though neither the caller nor
+// a client Timeout gave up: the provider may have acted on it.
 func answerLost(ctx context.Context, written *atomic.Bool, err error) error {
-	if !written.Load() || ctx.Err() != nil {
+	var ne net.Error
+	if !written.Load() || ctx.Err() != nil || (errors.As(err, &ne) && ne.Timeout()) {
 		return err
 	}
 	return &lostError{err}
