@@ -298,3 +298,24 @@ func TestLostAnswerPasswordStartsOver(t *testing.T) {
 			st.ReuseEvents, st.ByGrant, p.Valid(h.AccessToken.Reveal()))
 	}
 }
+
+// A lease held for a slow provider outlives an extension that fails
+// (Redis paused past one tick): the next tick extends it again.
+func TestLeaseOutlivesAFailedExtension(t *testing.T) {
+	rs := redistest.Start(t)
+	const ttl = 3 * time.Second // extended every second
+	store, _ := NewRedisStore(RedisOptions{Client: rs.Client(), LockTTL: ttl, OpTimeout: 100 * time.Millisecond})
+	lease, err := store.Lock(context.Background(), "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lease.Release(context.Background())
+	rs.Pause() // past the first tick: that extension fails
+	time.Sleep(1500 * time.Millisecond)
+	rs.Resume()
+	time.Sleep(ttl) // past the lease the last good extension gave
+	held, err := lease.(HeldLease).Held(context.Background())
+	if err != nil || !held {
+		t.Errorf("held %v (%v) after a failed extension; want the lease extended again", held, err)
+	}
+}
