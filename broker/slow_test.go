@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -318,4 +319,24 @@ func TestLeaseOutlivesAFailedExtension(t *testing.T) {
 	if err != nil || !held {
 		t.Errorf("held %v (%v) after a failed extension; want the lease extended again", held, err)
 	}
+}
+
+// REQUEST_TIMEOUT still bounds connecting and sending a refresh: one that
+// was never written (the fake sends nothing) ends there, says so, and
+// spent nothing.
+func TestUnsentRefreshEndsAtTheRequestTimeout(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newFakeProvider(time.Hour, true, "rt-0")
+		b := start(t, openStore(t, t.TempDir()), refreshCred("fw", p, "rt-0"))
+		defer b.Close()
+		mustToken(t, b, "fw")
+		p.mu.Lock()
+		p.delay = time.Minute
+		p.mu.Unlock()
+		start := time.Now()
+		err := b.Refresh(context.Background(), "fw")
+		if !errors.Is(err, errNotSent) || time.Since(start) != b.opts.RequestTimeout {
+			t.Errorf("after %v: %v; want errNotSent at the request timeout (%v)", time.Since(start), err, b.opts.RequestTimeout)
+		}
+	})
 }
