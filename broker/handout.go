@@ -212,6 +212,9 @@ func (c *cred) status() Status {
 	if outage != nil && s.NextRefresh.Before(outage.NextProbe) && c.state != StateReauthorize && c.state != StateRejected {
 		// Nothing goes to the provider before its next probe.
 		s.NextRefresh, s.Action = outage.NextProbe, outage.Advice()
+		if !c.tok.Valid(time.Now(), minTTL(&c.tok)) {
+			s.State = StateRetrying // waiting for the probe, not refreshing itself
+		}
 	}
 	return s
 }
