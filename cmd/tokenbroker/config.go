@@ -57,6 +57,7 @@ type Config struct {
 	RequestTimeout      time.Duration
 	HandoutWait         time.Duration
 	BackoffMax          time.Duration
+	ProbeInterval       time.Duration // one request per interval to a failing provider
 	ProviderConcurrency int
 
 	// Redis, when not nil, makes this broker a member of a fleet sharing
@@ -124,6 +125,7 @@ const (
 	varRequestTimeout      = "REQUEST_TIMEOUT"
 	varHandoutWait         = "HANDOUT_WAIT"
 	varBackoffMax          = "BACKOFF_MAX"
+	varProbeInterval       = "PROBE_INTERVAL"
 	varProviderConcurrency = "PROVIDER_CONCURRENCY"
 	varRedisURL            = "REDIS_URL"
 	varRedisPrefix         = "REDIS_PREFIX"
@@ -141,7 +143,7 @@ const (
 // guard warns about it.
 var globalVars = []string{
 	varSocket, varStateDir, varCredentials, varLogLevel, varLogFormat,
-	varRefreshAt, varRequestTimeout, varHandoutWait, varBackoffMax, varProviderConcurrency,
+	varRefreshAt, varRequestTimeout, varHandoutWait, varBackoffMax, varProbeInterval, varProviderConcurrency,
 	varRedisURL, varRedisPrefix, varRedisLockTTL, varEncryptionKey, varEncryptionKey + fileSuffix,
 	varRedisAddrs, varRedisSentinelMaster, varRedisUsername, varRedisPassword, varRedisPassword + fileSuffix, varRedisCAFile,
 	varMetricsAddr, varSocketMode, varSocketGroup, varAllowUIDs, varAllowGIDs, varTestCrashAt,
@@ -228,6 +230,7 @@ func loadConfig(environ []string) (Config, error) {
 		RequestTimeout:      30 * time.Second,
 		HandoutWait:         5 * time.Second,
 		BackoffMax:          5 * time.Minute,
+		ProbeInterval:       5 * time.Second,
 		ProviderConcurrency: 4,
 	}
 	g := func(s string) (name, value string, ok bool) {
@@ -289,6 +292,7 @@ func loadConfig(environ []string) (Config, error) {
 	parseDuration(p, vars, envPrefix+varRequestTimeout, &c.RequestTimeout, time.Second, time.Hour)
 	parseDuration(p, vars, envPrefix+varHandoutWait, &c.HandoutWait, time.Millisecond, 5*time.Minute)
 	parseDuration(p, vars, envPrefix+varBackoffMax, &c.BackoffMax, time.Second, 24*time.Hour)
+	parseDuration(p, vars, envPrefix+varProbeInterval, &c.ProbeInterval, time.Second, 10*time.Minute)
 	if name, v, ok := g(varProviderConcurrency); ok {
 		n, err := strconv.Atoi(v)
 		switch {
@@ -1122,6 +1126,7 @@ func (c CredentialConfig) credential(hc *http.Client, log *slog.Logger) (broker.
 	return broker.Credential{
 		Name:                c.Name,
 		Provider:            c.Provider,
+		Endpoint:            c.Provider + " " + c.Dialect.TokenURL, // shares its health
 		Source:              src,
 		Fingerprint:         c.fingerprint(),
 		InitialRefreshToken: c.RefreshToken,
@@ -1164,6 +1169,7 @@ func writeCheck(w io.Writer, c Config) {
 	row("", "request timeout", "%s", c.RequestTimeout)
 	row("", "handout wait", "%s", c.HandoutWait)
 	row("", "backoff max", "%s", c.BackoffMax)
+	row("", "probe interval", "%s", c.ProbeInterval)
 	row("", "provider concurrency", "%d", c.ProviderConcurrency)
 	if len(c.EncryptionKeys) == 0 {
 		row("", "encryption", "%s", "NONE: stored tokens are plaintext (set TOKENBROKER_ENCRYPTION_KEY)")

@@ -85,6 +85,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func()) erro
 		HandoutWait:         cfg.HandoutWait,
 		RequestTimeout:      cfg.RequestTimeout,
 		BackoffMax:          cfg.BackoffMax,
+		ProbeInterval:       cfg.ProbeInterval,
 		ProviderConcurrency: cfg.ProviderConcurrency,
 		Observer:            metrics,
 		CrashPoint:          crash,
