@@ -26,6 +26,8 @@ type Metrics struct {
 	lockWait     *prometheus.HistogramVec
 	redisErrors  prometheus.Counter
 	accessDenied *prometheus.CounterVec
+	failing      *prometheus.GaugeVec
+	probes       *prometheus.CounterVec
 
 	// byName holds each credential's counters as plain atomics, made once,
 	// so a handout counts with one map read and an atomic add, and 10k
@@ -73,6 +75,14 @@ func NewMetrics(version string) *Metrics {
 			Name: "tokenbroker_access_denied_total",
 			Help: "Requests refused by the socket's access rules, by credential.",
 		}, []string{"credential"}),
+		failing: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tokenbroker_provider_endpoints_failing",
+			Help: "Token endpoints of the provider that fail now (one probe per interval goes to each).",
+		}, []string{"provider"}),
+		probes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenbroker_provider_probes_total",
+			Help: "Probe requests sent to a failing token endpoint of the provider.",
+		}, []string{"provider"}),
 		byName: map[string]*credCounts{},
 		rare:   map[rareKey]*atomic.Uint64{},
 	}
@@ -82,7 +92,7 @@ func NewMetrics(version string) *Metrics {
 		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()},
 	})
 	build.Set(1)
-	m.reg.MustRegister(countsCollector{m}, m.refreshTime, m.lockWait, m.redisErrors, m.accessDenied, build,
+	m.reg.MustRegister(countsCollector{m}, m.refreshTime, m.lockWait, m.redisErrors, m.accessDenied, m.failing, m.probes, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -105,6 +115,18 @@ func (m *Metrics) Refreshed(credential, provider string, result broker.Result, d
 // LockWaited implements broker.Observer.
 func (m *Metrics) LockWaited(_ string, d time.Duration, outcome string) {
 	m.lockWait.WithLabelValues(outcome).Observe(d.Seconds())
+}
+
+// Endpoint implements broker.Observer.
+func (m *Metrics) Endpoint(provider string, event broker.EndpointEvent) {
+	switch event {
+	case broker.EndpointFailing:
+		m.failing.WithLabelValues(provider).Inc()
+	case broker.EndpointRecovered:
+		m.failing.WithLabelValues(provider).Dec()
+	case broker.EndpointProbe:
+		m.probes.WithLabelValues(provider).Inc()
+	}
 }
 
 // RedisError counts one failed Redis command.

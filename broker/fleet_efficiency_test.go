@@ -268,6 +268,7 @@ func (o *fleetObserver) Refreshed(credential, _ string, r Result, _ time.Duratio
 }
 
 func (o *fleetObserver) LockWaited(string, time.Duration, string) {}
+func (o *fleetObserver) Endpoint(string, EndpointEvent)           {}
 
 func (o *fleetObserver) summary() (string, int) {
 	o.mu.Lock()

@@ -172,6 +172,7 @@ func (b *Broker) admit(ctx context.Context, c *cred) bool {
 		b.holdUntil(c, at) // a peer probes; it tells us through the store
 		return false
 	}
+	b.opts.Observer.Endpoint(ep.provider, EndpointProbe)
 	return true
 }
 
@@ -266,6 +267,7 @@ func (b *Broker) endpointFailed(c *cred, err error, now time.Time) time.Time {
 	probeAt := ep.probeAt
 	ep.mu.Unlock()
 	if first {
+		b.opts.Observer.Endpoint(ep.provider, EndpointFailing)
 		b.log.Warn("provider endpoint failing; one probe at a time goes to it until it answers, the other credentials wait",
 			"provider", ep.provider, "credential", c.Name, "err", err, "next_probe", probeAt.UTC().Format(time.RFC3339))
 	}
@@ -293,6 +295,7 @@ func (b *Broker) endpointAnswered(c *cred) {
 	}
 	ep.mu.Unlock()
 	b.dropProbeLease(ep)
+	b.opts.Observer.Endpoint(ep.provider, EndpointRecovered)
 	b.log.Info("provider endpoint answers again; refreshing the credentials that waited", "provider", ep.provider,
 		"credential", c.Name, "outage", time.Since(since).Round(time.Millisecond), "waiting", len(waiting))
 	for _, w := range waiting {

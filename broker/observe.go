@@ -11,7 +11,20 @@ type Observer interface {
 	// it was acquired ("acquired"), held by a peer ("held") or failed
 	// ("error").
 	LockWaited(credential string, d time.Duration, outcome string)
+	// Endpoint reports a change in the health of a provider's token
+	// endpoint. It names the provider, never a credential.
+	Endpoint(provider string, event EndpointEvent)
 }
+
+// EndpointEvent is a change in a provider endpoint's health.
+type EndpointEvent string
+
+// Endpoint events.
+const (
+	EndpointFailing   EndpointEvent = "failing"   // a request found it failing: probing begins
+	EndpointProbe     EndpointEvent = "probe"     // one probe request goes to it
+	EndpointRecovered EndpointEvent = "recovered" // it answered: the waiting credentials refresh
+)
 
 // Result is how a refresh attempt ended.
 type Result string
@@ -30,3 +43,4 @@ type noObserver struct{}
 
 func (noObserver) Refreshed(string, string, Result, time.Duration) {}
 func (noObserver) LockWaited(string, time.Duration, string)        {}
+func (noObserver) Endpoint(string, EndpointEvent)                  {}
