@@ -300,9 +300,31 @@ func (b *Broker) endpointAnswered(c *cred) {
 		"credential", c.Name, "outage", time.Since(since).Round(time.Millisecond), "waiting", len(waiting))
 	for _, w := range waiting {
 		if w != c {
-			b.startRefresh(w)
+			b.refreshNow(w)
 		}
 	}
+}
+
+// refreshNow starts w's refresh, or, when w is still in the run that just
+// parked it, starts one as soon as that run ends: startRefresh alone would
+// join that run, and a parked credential is not scheduled.
+func (b *Broker) refreshNow(w *cred) {
+	w.mu.Lock()
+	inflight := w.inflight
+	w.mu.Unlock()
+	if inflight == nil {
+		b.startRefresh(w)
+		return
+	}
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		select {
+		case <-inflight:
+			b.startRefresh(w)
+		case <-b.ctx.Done():
+		}
+	}()
 }
 
 // passProbe hands the probe on when c, the prober, will not be refreshed

@@ -435,8 +435,12 @@ func (b *Broker) peerChangedCred(c *cred) {
 		c.mu.Unlock()
 		b.sched.schedule(c, next)
 		// A peer's token issued during an outage: the endpoint is back.
+		// An older one leaves c nothing to do at the next probe: another
+		// credential probes.
 		if since, failing := c.ep.failingSince(); failing && answered(nil, c, since) {
 			b.endpointAnswered(c)
+		} else if failing {
+			b.passProbe(c)
 		}
 	}
 }
