@@ -12,6 +12,9 @@ import (
 	"github.com/tokenbroker/tokenbroker/sources"
 )
 
+// probeTurn asks a held probe lease whether it is still held.
+var _ HeldLease = (*redisLease)(nil)
+
 // maxRetryAfter caps the wait a provider can ask for: a hostile or broken
 // Retry-After must not park a credential for days.
 const maxRetryAfter = time.Hour
