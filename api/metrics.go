@@ -27,6 +27,8 @@ type Metrics struct {
 	redisErrors  prometheus.Counter
 	unanswered   *prometheus.CounterVec
 	accessDenied *prometheus.CounterVec
+	failing      *prometheus.GaugeVec
+	probes       *prometheus.CounterVec
 
 	// byName holds each credential's counters as plain atomics, made once,
 	// so a handout counts with one map read and an atomic add, and 10k
@@ -78,6 +80,14 @@ func NewMetrics(version string) *Metrics {
 			Name: "tokenbroker_access_denied_total",
 			Help: "Requests refused by the socket's access rules, by credential.",
 		}, []string{"credential"}),
+		failing: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tokenbroker_provider_endpoints_failing",
+			Help: "Token endpoints of the provider that fail now (one probe per interval goes to each).",
+		}, []string{"provider"}),
+		probes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenbroker_provider_probes_total",
+			Help: "Probe requests sent to a failing token endpoint of the provider.",
+		}, []string{"provider"}),
 		byName: map[string]*credCounts{},
 		rare:   map[rareKey]*atomic.Uint64{},
 	}
@@ -87,7 +97,7 @@ func NewMetrics(version string) *Metrics {
 		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()},
 	})
 	build.Set(1)
-	m.reg.MustRegister(countsCollector{m}, m.refreshTime, m.lockWait, m.redisErrors, m.unanswered, m.accessDenied, build,
+	m.reg.MustRegister(countsCollector{m}, m.refreshTime, m.lockWait, m.redisErrors, m.unanswered, m.accessDenied, m.failing, m.probes, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -117,6 +127,18 @@ func (m *Metrics) RequestSlow(provider string) { m.unanswered.WithLabelValues(pr
 
 // AnswerLost implements broker.Observer.
 func (m *Metrics) AnswerLost(provider string) { m.unanswered.WithLabelValues(provider, "lost").Inc() }
+
+// Endpoint implements broker.Observer.
+func (m *Metrics) Endpoint(provider string, event broker.EndpointEvent) {
+	switch event {
+	case broker.EndpointFailing:
+		m.failing.WithLabelValues(provider).Inc()
+	case broker.EndpointRecovered:
+		m.failing.WithLabelValues(provider).Dec()
+	case broker.EndpointProbe:
+		m.probes.WithLabelValues(provider).Inc()
+	}
+}
 
 // RedisError counts one failed Redis command.
 func (m *Metrics) RedisError() { m.redisErrors.Inc() }

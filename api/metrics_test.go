@@ -29,6 +29,9 @@ func TestMetrics(t *testing.T) {
 	m.Refreshed("svc", "firework", broker.ResultTransient, time.Second)
 	m.LockWaited("svc", time.Millisecond, "acquired")
 	m.RedisError()
+	m.Endpoint("firework", broker.EndpointFailing)
+	m.Endpoint("firework", broker.EndpointProbe)
+	m.Endpoint("firework", broker.EndpointProbe)
 
 	w := serveHTTP(h, "GET", "/metrics")
 	body, _ := io.ReadAll(w.Body)
@@ -45,6 +48,8 @@ func TestMetrics(t *testing.T) {
 		`tokenbroker_refresh_duration_seconds_count{provider="firework"} 3`,
 		`tokenbroker_lock_wait_seconds_count{outcome="acquired"} 1`,
 		`tokenbroker_redis_errors_total 1`,
+		`tokenbroker_provider_endpoints_failing{provider="firework"} 1`,
+		`tokenbroker_provider_probes_total{provider="firework"} 2`,
 		`tokenbroker_credential_state{credential="down",state="retrying"} 1`,
 		`tokenbroker_credential_state{credential="svc",state="ok"} 1`,
 		`tokenbroker_token_expires_in_seconds{credential="svc"} `,

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -32,6 +33,10 @@ type Credential struct {
 	// refresh_token credential. A stored rotated one wins over it until the
 	// operator changes it.
 	InitialRefreshToken sources.Secret
+	// Endpoint names the provider's token endpoint (say, the provider and
+	// its token URL). Credentials with the same Endpoint share its health:
+	// while it fails, one probe at a time goes to it. Default: Provider.
+	Endpoint string
 }
 
 // Options tune the engine; zero values take the defaults.
@@ -60,6 +65,10 @@ type Options struct {
 	// PeerWait bounds how long a broker that lost the refresh lock waits
 	// for the holder's result before reading the store again.
 	PeerWait time.Duration // default 2s
+	// ProbeInterval is how often one probe goes to a failing provider
+	// endpoint (never sooner than its Retry-After); the other credentials
+	// behind it wait for a probe to succeed.
+	ProbeInterval time.Duration // default 5s
 	// Observer receives refresh events, for metrics.
 	Observer Observer // default: none
 	// CrashPoint, when set, is called at each step of a refresh
@@ -113,6 +122,9 @@ func (o *Options) defaults() {
 	if o.PeerWait <= 0 {
 		o.PeerWait = 2 * time.Second
 	}
+	if o.ProbeInterval <= 0 {
+		o.ProbeInterval = 5 * time.Second
+	}
 	if o.Observer == nil {
 		o.Observer = noObserver{}
 	}
@@ -131,6 +143,7 @@ type Broker struct {
 	names  []string
 	sched  *scheduler
 	queues map[string]*refreshQueue // by provider
+	eps    map[string]*endpoint     // by Credential.Endpoint, or Provider
 
 	ctx      context.Context // the running broker's; nil before Start
 	cancel   context.CancelFunc
@@ -172,7 +185,11 @@ type cred struct {
 	lastRefresh time.Time
 	nextRefresh time.Time
 	failures    int
-	answerLost  bool // the last refresh was sent and its answer lost
+	answerLost  bool      // the last refresh was sent and its answer lost
+	notBefore   time.Time // the provider's Retry-After: no request before it
+
+	ep     *endpoint
+	parked bool // in ep.waiting; guarded by ep.mu
 
 	idx int // heap slot, guarded by scheduler.mu
 	due time.Time
@@ -184,7 +201,7 @@ func New(opts Options, creds []Credential) (*Broker, error) {
 	if opts.Store == nil {
 		return nil, errors.New("broker: no store")
 	}
-	b := &Broker{opts: opts, log: opts.Logger, creds: map[string]*cred{}, byKey: map[string]*cred{}, sched: newScheduler(), queues: map[string]*refreshQueue{}}
+	b := &Broker{opts: opts, log: opts.Logger, creds: map[string]*cred{}, byKey: map[string]*cred{}, sched: newScheduler(), queues: map[string]*refreshQueue{}, eps: map[string]*endpoint{}}
 	for _, c := range creds {
 		if c.Name == "" || c.Source == nil {
 			return nil, fmt.Errorf("broker: credential %q has no name or source", c.Name)
@@ -196,6 +213,11 @@ func New(opts Options, creds []Credential) (*Broker, error) {
 		cr.Fingerprint = "" // only key and seed need it; 10k of them are megabytes
 		b.creds[c.Name], b.byKey[cr.key] = cr, cr
 		b.names = append(b.names, c.Name)
+		epKey := cmp.Or(c.Endpoint, c.Provider)
+		if b.eps[epKey] == nil {
+			b.eps[epKey] = newEndpoint(epKey, c.Provider)
+		}
+		cr.ep = b.eps[epKey]
 		if b.queues[c.Provider] == nil {
 			b.queues[c.Provider] = &refreshQueue{max: opts.ProviderConcurrency}
 		}
@@ -302,6 +324,9 @@ func (b *Broker) Close() error {
 		b.cancel()
 	}
 	b.wg.Wait()
+	for _, ep := range b.eps {
+		b.dropProbeLease(ep)
+	}
 	return nil
 }
 

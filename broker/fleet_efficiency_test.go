@@ -270,6 +270,7 @@ func (o *fleetObserver) Refreshed(credential, _ string, r Result, _ time.Duratio
 func (o *fleetObserver) LockWaited(string, time.Duration, string) {}
 func (o *fleetObserver) RequestSlow(string)                       {}
 func (o *fleetObserver) AnswerLost(string)                        {}
+func (o *fleetObserver) Endpoint(string, EndpointEvent)           {}
 
 func (o *fleetObserver) summary() (string, int) {
 	o.mu.Lock()

@@ -147,6 +147,7 @@ type heldObserver struct{ held atomic.Int64 }
 func (*heldObserver) Refreshed(string, string, Result, time.Duration) {}
 func (*heldObserver) RequestSlow(string)                              {}
 func (*heldObserver) AnswerLost(string)                               {}
+func (*heldObserver) Endpoint(string, EndpointEvent)                  {}
 func (o *heldObserver) LockWaited(_ string, _ time.Duration, outcome string) {
 	if outcome == "held" {
 		o.held.Add(1)

@@ -36,9 +36,12 @@ func (e *UnavailableError) Error() string {
 
 // Advice says what the caller or operator should do.
 func (e *UnavailableError) Advice() string {
+	var outage *OutageError
 	switch {
 	case e.State == StateReauthorize || e.State == StateRejected:
 		return sources.Advice(e.Cause)
+	case errors.As(e.Cause, &outage):
+		return outage.Advice()
 	case !e.RetryAt.IsZero():
 		return "the broker retries at " + e.RetryAt.UTC().Format(time.RFC3339) + "; ask again later"
 	default:
@@ -73,8 +76,12 @@ func (b *Broker) Token(ctx context.Context, name string) (Handout, error) {
 			return h, nil
 		}
 	}
+	outage := c.ep.outage()
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if outage != nil && c.state != StateReauthorize && c.state != StateRejected {
+		return Handout{}, &UnavailableError{Name: name, State: c.state, Cause: outage, RetryAt: outage.NextProbe}
+	}
 	return Handout{}, &UnavailableError{Name: name, State: c.state, Cause: c.lastErr, RetryAt: c.nextRefresh}
 }
 
@@ -88,11 +95,13 @@ func (c *cred) handout(now time.Time) (Handout, bool) {
 
 // kick returns the channel of the refresh a handout may wait for: the one in
 // flight, or a new one unless the credential is failing (a flood of callers
-// must not hammer a provider that is in backoff or refusing us).
+// must not hammer a provider that is in backoff, refusing us, asked us to
+// wait, or down).
 func (b *Broker) kick(c *cred) <-chan struct{} {
 	c.mu.Lock()
 	inflight, state, retryAt, failures := c.inflight, c.state, c.nextRefresh, c.failures
 	c.mu.Unlock()
+	now := time.Now()
 	switch {
 	case inflight != nil:
 		return inflight
@@ -100,10 +109,12 @@ func (b *Broker) kick(c *cred) <-chan struct{} {
 		return nil
 	case state == StateReauthorize || state == StateRejected:
 		return nil
-	case (state == StateRetrying || failures > 0) && time.Now().Before(retryAt):
+	case (state == StateRetrying || failures > 0) && now.Before(retryAt):
 		// In backoff; also while the state still says ok because the
 		// token, in its last margin, has not expired yet.
 		return nil
+	case c.heldBack(now) != nil:
+		return nil // Retry-After, or the endpoint is down: the probe decides
 	}
 	return b.startRefresh(c)
 }
@@ -119,6 +130,12 @@ func (b *Broker) Refresh(ctx context.Context, name string) error {
 	}
 	if b.draining.Load() {
 		return fmt.Errorf("refresh %q: the broker is stopping; ask another broker or retry after the restart", name)
+	}
+	// Refused rather than waited for: the wait can be an hour (Retry-After)
+	// or an outage's length, longer than a caller holds a request open, and
+	// the error says until when and that the broker refreshes by itself.
+	if err := c.heldBack(time.Now()); err != nil {
+		return fmt.Errorf("refresh %q: %w", name, err)
 	}
 	c.mu.Lock()
 	if c.state == StateReauthorize || c.state == StateRejected {
@@ -180,6 +197,7 @@ func (b *Broker) Status() []Status {
 }
 
 func (c *cred) status() Status {
+	outage := c.ep.outage()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s := Status{
@@ -190,6 +208,13 @@ func (c *cred) status() Status {
 	if c.lastErr != nil {
 		s.LastError = c.lastErr.Error()
 		s.Action = sources.Advice(c.lastErr)
+	}
+	if outage != nil && s.NextRefresh.Before(outage.NextProbe) && c.state != StateReauthorize && c.state != StateRejected {
+		// Nothing goes to the provider before its next probe.
+		s.NextRefresh, s.Action = outage.NextProbe, outage.Advice()
+		if !c.tok.Valid(time.Now(), minTTL(&c.tok)) {
+			s.State = StateRetrying // waiting for the probe, not refreshing itself
+		}
 	}
 	return s
 }

@@ -17,7 +17,20 @@ type Observer interface {
 	// AnswerLost reports a sent request that spends a refresh token whose
 	// connection closed with no answer: the provider may have spent it.
 	AnswerLost(provider string)
+	// Endpoint reports a change in the health of a provider's token
+	// endpoint. It names the provider, never a credential.
+	Endpoint(provider string, event EndpointEvent)
 }
+
+// EndpointEvent is a change in a provider endpoint's health.
+type EndpointEvent string
+
+// Endpoint events.
+const (
+	EndpointFailing   EndpointEvent = "failing"   // a request found it failing: probing begins
+	EndpointProbe     EndpointEvent = "probe"     // one probe request goes to it
+	EndpointRecovered EndpointEvent = "recovered" // it answered: the waiting credentials refresh
+)
 
 // Result is how a refresh attempt ended.
 type Result string
@@ -38,3 +51,4 @@ func (noObserver) Refreshed(string, string, Result, time.Duration) {}
 func (noObserver) LockWaited(string, time.Duration, string)        {}
 func (noObserver) RequestSlow(string)                              {}
 func (noObserver) AnswerLost(string)                               {}
+func (noObserver) Endpoint(string, EndpointEvent)                  {}

@@ -97,6 +97,9 @@ func (b *Broker) runRefresh(ctx context.Context, c *cred) {
 	if ctx.Err() != nil || b.draining.Load() {
 		return // shutting down: release the waiters, call no one
 	}
+	if !b.admit(ctx, c) {
+		return // Retry-After, or the endpoint fails and another credential probes
+	}
 	start := time.Now()
 	err := b.refresh(ctx, c)
 	adopted := errors.Is(err, errAdopted)
@@ -113,7 +116,13 @@ func (b *Broker) runRefresh(ctx context.Context, c *cred) {
 		return // shutting down: nothing to schedule
 	}
 	now := time.Now()
+	down := endpointFailure(err)
 	var next time.Time
+	if down {
+		next = b.endpointFailed(c, err, now)
+	} else if since, failing := c.ep.failingSince(); failing && answered(err, c, since) {
+		b.endpointAnswered(c)
+	}
 	result := ResultOK
 	c.mu.Lock()
 	c.lastErr = err
@@ -141,6 +150,9 @@ func (b *Broker) runRefresh(ctx context.Context, c *cred) {
 		if c.state != StateOK || !c.tok.Valid(now, 0) {
 			c.state = StateRetrying
 		}
+		if down {
+			break // the endpoint's probe decides; next is set above
+		}
 		next = now.Add(b.backoff(c.failures, err))
 		// Never back off past the token's last margin: one more attempt
 		// must come while the token in hand still serves.
@@ -148,9 +160,26 @@ func (b *Broker) runRefresh(ctx context.Context, c *cred) {
 			next = last
 		}
 	}
-	c.nextRefresh = next
+	// The provider's Retry-After is a floor under every rule above.
+	ra := retryAfter(err)
+	if ra > 0 {
+		c.notBefore = now.Add(ra)
+		if !next.IsZero() {
+			next = maxTime(next, c.notBefore)
+		}
+	}
+	if !next.IsZero() || !down {
+		c.nextRefresh = next // a parked credential keeps its overdue time
+	}
 	state, failures, exp := c.state, c.failures, c.tok.Expiry
 	c.mu.Unlock()
+	if ra > 0 {
+		b.log.Warn("the provider asked to wait before the next request (Retry-After)", "credential", c.Name,
+			"seconds", int(ra.Round(time.Second)/time.Second), "until", now.Add(ra).UTC().Format(time.RFC3339))
+	}
+	if next.IsZero() && !down {
+		b.passProbe(c) // c needs an operator: another credential probes
+	}
 	b.sched.schedule(c, next)
 	b.opts.Observer.Refreshed(c.Name, c.Provider, result, now.Sub(start))
 
@@ -161,6 +190,9 @@ func (b *Broker) runRefresh(ctx context.Context, c *cred) {
 	case err == nil:
 		b.log.Info("token refreshed", "credential", c.Name, "duration", now.Sub(start).Round(time.Millisecond),
 			"expires_at", exp.UTC().Format(time.RFC3339), "next_refresh", next.UTC().Format(time.RFC3339))
+	case down && next.IsZero():
+		b.log.Warn("refresh failed; waiting for the provider endpoint to answer a probe", "credential", c.Name,
+			"failures", failures, "err", err)
 	case next.IsZero():
 		b.log.Error("refresh refused; not retrying", "credential", c.Name, "state", state, "err", err,
 			"action", sources.Advice(err))
@@ -273,7 +305,7 @@ func (b *Broker) refresh(ctx context.Context, c *cred) error {
 	c.answerLost = err != nil && (lost || errors.Is(err, sources.ErrAnswerLost))
 	c.mu.Unlock()
 	if err != nil {
-		return err
+		return &requestError{err}
 	}
 	b.crashPoint(CrashAfterAnswer)
 	rec := Record{Generation: gen + 1, Token: tok, Seed: c.seed, UpdatedAt: time.Now()}
@@ -492,5 +524,13 @@ func (b *Broker) peerChangedCred(c *cred) {
 		c.nextRefresh = next
 		c.mu.Unlock()
 		b.sched.schedule(c, next)
+		// A peer's token issued during an outage: the endpoint is back.
+		// An older one leaves c nothing to do at the next probe: another
+		// credential probes.
+		if since, failing := c.ep.failingSince(); failing && answered(nil, c, since) {
+			b.endpointAnswered(c)
+		} else if failing {
+			b.passProbe(c)
+		}
 	}
 }

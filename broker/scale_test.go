@@ -249,6 +249,11 @@ func (o *readyObserver) LockWaited(credential string, d time.Duration, outcome s
 
 func (o *readyObserver) RequestSlow(string) {}
 func (o *readyObserver) AnswerLost(string)  {}
+func (o *readyObserver) Endpoint(provider string, event broker.EndpointEvent) {
+	if o.Metrics != nil {
+		o.Metrics.Endpoint(provider, event)
+	}
+}
 
 // inflightTransport counts the requests in flight and keeps the maximum.
 type inflightTransport struct {

@@ -58,6 +58,7 @@ type Config struct {
 	AnswerTimeout       time.Duration
 	HandoutWait         time.Duration
 	BackoffMax          time.Duration
+	ProbeInterval       time.Duration // one request per interval to a failing provider
 	ProviderConcurrency int
 
 	// Redis, when not nil, makes this broker a member of a fleet sharing
@@ -126,6 +127,7 @@ const (
 	varAnswerTimeout       = "ANSWER_TIMEOUT"
 	varHandoutWait         = "HANDOUT_WAIT"
 	varBackoffMax          = "BACKOFF_MAX"
+	varProbeInterval       = "PROBE_INTERVAL"
 	varProviderConcurrency = "PROVIDER_CONCURRENCY"
 	varRedisURL            = "REDIS_URL"
 	varRedisPrefix         = "REDIS_PREFIX"
@@ -143,7 +145,7 @@ const (
 // guard warns about it.
 var globalVars = []string{
 	varSocket, varStateDir, varCredentials, varLogLevel, varLogFormat,
-	varRefreshAt, varRequestTimeout, varAnswerTimeout, varHandoutWait, varBackoffMax, varProviderConcurrency,
+	varRefreshAt, varRequestTimeout, varAnswerTimeout, varHandoutWait, varBackoffMax, varProbeInterval, varProviderConcurrency,
 	varRedisURL, varRedisPrefix, varRedisLockTTL, varEncryptionKey, varEncryptionKey + fileSuffix,
 	varRedisAddrs, varRedisSentinelMaster, varRedisUsername, varRedisPassword, varRedisPassword + fileSuffix, varRedisCAFile,
 	varMetricsAddr, varSocketMode, varSocketGroup, varAllowUIDs, varAllowGIDs, varTestCrashAt,
@@ -231,6 +233,7 @@ func loadConfig(environ []string) (Config, error) {
 		AnswerTimeout:       5 * time.Minute,
 		HandoutWait:         5 * time.Second,
 		BackoffMax:          5 * time.Minute,
+		ProbeInterval:       5 * time.Second,
 		ProviderConcurrency: 4,
 	}
 	g := func(s string) (name, value string, ok bool) {
@@ -296,6 +299,7 @@ func loadConfig(environ []string) (Config, error) {
 	}
 	parseDuration(p, vars, envPrefix+varHandoutWait, &c.HandoutWait, time.Millisecond, 5*time.Minute)
 	parseDuration(p, vars, envPrefix+varBackoffMax, &c.BackoffMax, time.Second, 24*time.Hour)
+	parseDuration(p, vars, envPrefix+varProbeInterval, &c.ProbeInterval, time.Second, 10*time.Minute)
 	if name, v, ok := g(varProviderConcurrency); ok {
 		n, err := strconv.Atoi(v)
 		switch {
@@ -1129,6 +1133,7 @@ func (c CredentialConfig) credential(hc *http.Client, log *slog.Logger) (broker.
 	return broker.Credential{
 		Name:                c.Name,
 		Provider:            c.Provider,
+		Endpoint:            c.Provider + " " + c.Dialect.TokenURL, // shares its health
 		Source:              src,
 		Fingerprint:         c.fingerprint(),
 		InitialRefreshToken: c.RefreshToken,
@@ -1171,6 +1176,7 @@ func writeCheck(w io.Writer, c Config) {
 	row("", "request timeout", "%s", c.RequestTimeout)
 	row("", "handout wait", "%s", c.HandoutWait)
 	row("", "backoff max", "%s", c.BackoffMax)
+	row("", "probe interval", "%s", c.ProbeInterval)
 	row("", "provider concurrency", "%d", c.ProviderConcurrency)
 	if len(c.EncryptionKeys) == 0 {
 		row("", "encryption", "%s", "NONE: stored tokens are plaintext (set TOKENBROKER_ENCRYPTION_KEY)")

@@ -78,7 +78,7 @@ func TestLoadConfigGlobals(t *testing.T) {
 		c := mustLoad(t, baseEnv("TOKENBROKER_CREDENTIALS=a", "TOKENBROKER_A_CLIENT_ID=id", "TOKENBROKER_A_CLIENT_SECRET=s",
 			"TOKENBROKER_A_TOKEN_URL=https://auth.example.com/token"))
 		want := Config{Socket: "/run/tb/tb.sock", StateDir: "/var/lib/tb", LogLevel: slog.LevelInfo, LogFormat: "",
-			RefreshAt: 0.85, RequestTimeout: 30 * time.Second, AnswerTimeout: 5 * time.Minute, HandoutWait: 5 * time.Second, BackoffMax: 5 * time.Minute, ProviderConcurrency: 4, RedisPrefix: "tokenbroker:", RedisLockTTL: 15 * time.Second}
+			RefreshAt: 0.85, RequestTimeout: 30 * time.Second, AnswerTimeout: 5 * time.Minute, HandoutWait: 5 * time.Second, BackoffMax: 5 * time.Minute, ProbeInterval: 5 * time.Second, ProviderConcurrency: 4, RedisPrefix: "tokenbroker:", RedisLockTTL: 15 * time.Second}
 		got := c
 		got.Credentials, got.Warnings, got.environ = nil, nil, nil
 		if fmt.Sprint(got) != fmt.Sprint(want) {
@@ -127,9 +127,10 @@ func TestLoadConfigGlobals(t *testing.T) {
 			"TOKENBROKER_A_TOKEN_URL=https://auth.example.com/token",
 			"TOKENBROKER_LOG_LEVEL=DEBUG", "TOKENBROKER_LOG_FORMAT=json", "TOKENBROKER_REFRESH_AT=0.5",
 			"TOKENBROKER_REQUEST_TIMEOUT=10s", "TOKENBROKER_ANSWER_TIMEOUT=2m", "TOKENBROKER_HANDOUT_WAIT=250ms", "TOKENBROKER_BACKOFF_MAX=1m",
-			"TOKENBROKER_PROVIDER_CONCURRENCY= 2 "))
+			"TOKENBROKER_PROVIDER_CONCURRENCY= 2 ", "TOKENBROKER_PROBE_INTERVAL=2s"))
 		if c.LogLevel != slog.LevelDebug || c.LogFormat != "json" || c.RefreshAt != 0.5 || c.RequestTimeout != 10*time.Second || c.AnswerTimeout != 2*time.Minute ||
-			c.HandoutWait != 250*time.Millisecond || c.BackoffMax != time.Minute || c.ProviderConcurrency != 2 {
+			c.HandoutWait != 250*time.Millisecond || c.BackoffMax != time.Minute || c.ProviderConcurrency != 2 ||
+			c.ProbeInterval != 2*time.Second {
 			t.Errorf("got %+v", c)
 		}
 	})

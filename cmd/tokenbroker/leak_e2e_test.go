@@ -50,8 +50,16 @@ func TestNoSecretLeaks(t *testing.T) {
 				}
 			}
 			fetchAll()
+			cli := func(args ...string) string {
+				cmd := exec.Command(binary, args...)
+				cmd.Env = append(environ, "PATH="+os.Getenv("PATH"))
+				out, _ := cmd.CombinedOutput()
+				return string(out)
+			}
 
-			// Error paths: every kind of provider fault, on forced refreshes.
+			// Error paths: every kind of provider fault, on forced refreshes,
+			// and what they answer and show while an endpoint is failing.
+			var answers strings.Builder
 			for _, f := range []oauthtest.Fault{
 				{OAuthError: "invalid_client"}, {Status: 502, Body: "<html>bad gateway</html>", BodySet: true, ContentType: "text/html"},
 				{Body: `{"access_token":`, BodySet: true}, {Hangup: true}, {Status: 429, RetryAfter: "1"},
@@ -61,15 +69,17 @@ func TestNoSecretLeaks(t *testing.T) {
 				f.Times = 5
 				p.Inject(f)
 				for _, n := range []string{"firework", "livepush", "ingest", "vsrs", "firework-user"} {
-					_ = refreshOver(c, n)
+					if err := refreshOver(c, n); err != nil {
+						answers.WriteString(err.Error())
+					}
 				}
+				answers.WriteString(cli("status", "--json"))
 				p.ClearFaults()
 			}
-			time.Sleep(4 * time.Second) // background refreshes recover
+			time.Sleep(6 * time.Second) // background refreshes recover, after a probe (5 s)
 			fetchAll()
 
 			// Refused requests.
-			var answers strings.Builder
 			for _, path := range []string{"/v1/tokens/nope", "/v1/tokens/..%2f", "/v1/tokens/firework/x", "/metrics", "/v1/credentials"} {
 				req, _ := http.NewRequest(http.MethodGet, "http://tokenbroker"+path, nil)
 				req.Header.Set("X-Tokenbroker", "1")
@@ -88,12 +98,6 @@ func TestNoSecretLeaks(t *testing.T) {
 					resp.Body.Close()
 					answers.Write(b)
 				}
-			}
-			cli := func(args ...string) string {
-				cmd := exec.Command(binary, args...)
-				cmd.Env = append(environ, "PATH="+os.Getenv("PATH"))
-				out, _ := cmd.CombinedOutput()
-				return string(out)
 			}
 			status, check := cli("status", "--json"), cli("check")
 

@@ -86,6 +86,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func()) erro
 		RequestTimeout:      cfg.RequestTimeout,
 		AnswerTimeout:       cfg.AnswerTimeout,
 		BackoffMax:          cfg.BackoffMax,
+		ProbeInterval:       cfg.ProbeInterval,
 		ProviderConcurrency: cfg.ProviderConcurrency,
 		Observer:            metrics,
 		CrashPoint:          crash,
