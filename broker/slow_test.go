@@ -220,15 +220,18 @@ func (l *lockedBuffer) String() string {
 func TestLostAnswerAfterRotation(t *testing.T) {
 	p := oauthtest.StartTest(t, oauthtest.Options{AccessLifetime: time.Hour, Rotate: true})
 	p.AddClient(oauthtest.Client{ID: "fw", RedirectURI: "http://127.0.0.1/cb", Dialect: oauthtest.Firework})
-	b, logs, obs := watchedBroker(t, Options{}, fleetCred(p, p.IssueRefreshToken("fw")))
+	// A lost answer marks the endpoint failing: the retry is its probe.
+	b, logs, obs := watchedBroker(t, Options{ProbeInterval: 20 * time.Millisecond}, fleetCred(p, p.IssueRefreshToken("fw")))
 	mustToken(t, b, "fw")
 
 	p.Inject(oauthtest.Fault{AfterProcessing: true, Hangup: true})
 	if err := b.Refresh(context.Background(), "fw"); !errors.Is(err, sources.ErrAnswerLost) {
 		t.Fatalf("refresh whose answer was lost: %v; want ErrAnswerLost", err)
 	}
-	_ = b.Refresh(context.Background(), "fw") // the retry
 	st := b.Status()[0]
+	for deadline := time.Now().Add(10 * time.Second); st.State != StateReauthorize && time.Now().Before(deadline); st = b.Status()[0] {
+		time.Sleep(10 * time.Millisecond) // the probe retries by itself
+	}
 	if st.State != StateReauthorize || !strings.Contains(st.LastError, "answer to the previous refresh was lost") {
 		t.Errorf("state %s, last error %q; want reauthorize, saying the previous answer was lost", st.State, st.LastError)
 	}
