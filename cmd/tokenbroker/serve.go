@@ -9,7 +9,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/debug"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -68,16 +71,25 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func()) erro
 	defer store.Close()
 
 	hc := &http.Client{Timeout: cfg.RequestTimeout}
-	creds := make([]broker.Credential, 0, len(cfg.Credentials))
-	lives := make([]*live, 0, len(cfg.Credentials))
+	n := len(cfg.Credentials)
+	creds := make([]broker.Credential, 0, n)
+	lives := make([]*live, 0, n)
+	access := map[string]api.Access{} // only the restricted: a missing name is open
 	for _, cc := range cfg.Credentials {
 		c, l, err := cc.credential(hc, log)
 		if err != nil {
 			return fmt.Errorf("credential %q: %w", cc.Name, err)
 		}
 		creds, lives = append(creds, c), append(lives, l)
+		if cc.Access.Set {
+			access[cc.Name] = cc.Access
+		}
 		metrics.AddCredentials(c.Name) // before the broker starts counting
 	}
+	// The configs are not needed past here; dropping them lets the GC take
+	// back what parsing the environment cost (megabytes at 5,000).
+	cfg.Credentials = nil
+	startup := &startupRound{Metrics: metrics, want: -1, done: make(chan struct{})}
 	b, err := broker.New(broker.Options{
 		Store:               store,
 		Logger:              log,
@@ -86,7 +98,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func()) erro
 		RequestTimeout:      cfg.RequestTimeout,
 		BackoffMax:          cfg.BackoffMax,
 		ProviderConcurrency: cfg.ProviderConcurrency,
-		Observer:            metrics,
+		Observer:            startup,
 		CrashPoint:          crash,
 	}, creds)
 	if err != nil {
@@ -96,11 +108,8 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func()) erro
 		return err
 	}
 	defer b.Close()
+	startup.expect(b.Status())
 
-	access := map[string]api.Access{}
-	for _, cc := range cfg.Credentials {
-		access[cc.Name] = cc.Access
-	}
 	apiOpts := api.Options{Path: cfg.Socket, Mode: cfg.SocketMode, GID: cfg.SocketGID, Logger: log,
 		Version: version, Metrics: metrics, Access: access}
 	ln, err := api.Listen(apiOpts)
@@ -119,10 +128,11 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func()) erro
 		log.Info("serving metrics", "addr", cfg.MetricsAddr)
 	}
 	log.Info("tokenbroker serving", "socket", cfg.Socket, "state_dir", cfg.StateDir,
-		"credentials", len(creds), "version", version)
+		"credentials", n, "version", version)
 	rctx, stopReload := context.WithCancel(ctx)
 	defer stopReload()
 	go reloadSecrets(rctx, cfg.env(), lives, log)
+	go startup.release(rctx, log)
 	if ready != nil {
 		ready()
 	}
@@ -218,4 +228,72 @@ type redisLog struct{ log *slog.Logger }
 
 func (l redisLog) Printf(_ context.Context, format string, v ...any) {
 	l.log.Warn("redis: " + fmt.Sprintf(format, v...))
+}
+
+// startupRound tells when the start-up burst is over: every credential that
+// started without a valid token has had its first refresh attempt. Parsing
+// the environment and the first round of refreshes touch far more memory
+// than the broker keeps; the runtime would hand it back to the OS only
+// slowly, and an operator's top or a container limit sees it meanwhile.
+type startupRound struct {
+	*api.Metrics // the Observer; embedded so every method it adds passes through
+
+	mu         sync.Mutex
+	seen, want int // want is -1 until Start has loaded the store
+	done       chan struct{}
+}
+
+// startupGrace bounds the wait for the first round (a provider that does
+// not answer must not keep the burst's memory forever).
+const startupGrace = 2 * time.Minute
+
+// Refreshed implements broker.Observer.
+func (s *startupRound) Refreshed(credential, provider string, result broker.Result, d time.Duration) {
+	s.Metrics.Refreshed(credential, provider, result, d)
+	s.mu.Lock()
+	s.seen++
+	s.check()
+	s.mu.Unlock()
+}
+
+// expect sets the round's size: the credentials still pending after Start.
+func (s *startupRound) expect(st []broker.Status) {
+	want := 0
+	for _, c := range st {
+		if c.State == broker.StatePending {
+			want++
+		}
+	}
+	s.mu.Lock()
+	s.want = want
+	s.check()
+	s.mu.Unlock()
+}
+
+func (s *startupRound) check() {
+	if s.want >= 0 && s.seen >= s.want && s.done != nil {
+		close(s.done)
+		s.done = nil
+	}
+}
+
+// release returns the start-up burst's free memory to the OS once, when the
+// first round is over or after startupGrace. Once, not in a loop: after
+// that the runtime's own scavenger keeps up with a steady broker.
+func (s *startupRound) release(ctx context.Context, log *slog.Logger) {
+	s.mu.Lock()
+	done := s.done
+	s.mu.Unlock()
+	if done != nil {
+		t := time.NewTimer(startupGrace)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return
+		case <-done:
+		case <-t.C:
+		}
+	}
+	debug.FreeOSMemory()
+	log.Debug("start-up over: free memory returned to the OS")
 }
