@@ -80,7 +80,7 @@ func scaleRun(t *testing.T, n int, wired bool) {
 	log := slog.New(slog.DiscardHandler)
 	var metrics *api.Metrics
 	if wired {
-		metrics = api.NewMetrics("scale")
+		metrics = api.NewMetrics(api.MetricsOptions{Version: "scale"})
 	}
 	obs := &readyObserver{Metrics: metrics, want: int64(n), done: make(chan struct{})}
 	dir := t.TempDir()

@@ -80,7 +80,7 @@ func startSelf(dir string, withAccess bool, stderr io.Writer) (_ *selfBroker, er
 	s.closers = append(s.closers, store.Close)
 	// As serve wires it: metrics on (the broker's Observer and the API's
 	// handout counters), and an access map holding every credential.
-	metrics := api.NewMetrics("load")
+	metrics := api.NewMetrics(api.MetricsOptions{Version: "load"})
 	metrics.AddCredentials(selfName)
 	b, err := broker.New(broker.Options{Store: store, Logger: logger, Observer: metrics}, []broker.Credential{{
 		Name:     selfName,

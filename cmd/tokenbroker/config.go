@@ -73,6 +73,8 @@ type Config struct {
 
 	// MetricsAddr, when set, serves /metrics over TCP there too.
 	MetricsAddr string
+	// MetricsPerCredential counts handouts and refreshes per credential too.
+	MetricsPerCredential bool
 	// SocketMode is the socket's mode (0 means api.DefaultMode); SocketGID
 	// its group (0 means the broker's).
 	SocketMode os.FileMode
@@ -144,7 +146,7 @@ var globalVars = []string{
 	varRefreshAt, varRequestTimeout, varHandoutWait, varBackoffMax, varProviderConcurrency,
 	varRedisURL, varRedisPrefix, varRedisLockTTL, varEncryptionKey, varEncryptionKey + fileSuffix,
 	varRedisAddrs, varRedisSentinelMaster, varRedisUsername, varRedisPassword, varRedisPassword + fileSuffix, varRedisCAFile,
-	varMetricsAddr, varSocketMode, varSocketGroup, varAllowUIDs, varAllowGIDs, varTestCrashAt,
+	varMetricsAddr, varMetricsPerCredential, varSocketMode, varSocketGroup, varAllowUIDs, varAllowGIDs, varTestCrashAt,
 }
 
 // varTestCrashAt makes serve kill itself at a refresh step: crash tests only.

@@ -53,7 +53,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func()) erro
 		log.Warn("STORAGE IS PLAINTEXT: refresh tokens are written unencrypted; set TOKENBROKER_ENCRYPTION_KEY")
 	}
 	local.Sealer = sealer
-	metrics := api.NewMetrics(version)
+	metrics := api.NewMetrics(api.MetricsOptions{Version: version, PerCredential: cfg.MetricsPerCredential})
 	crash := crashPoint(cfg.env())
 	var store broker.Store = local
 	if cfg.Redis != nil {
