@@ -221,6 +221,16 @@ func scaleDaemon(t *testing.T, bin string, n int, profiles string) *scaleResult 
 			t.Errorf("status --json: %s is %q, want ok", c.Name, c.State)
 		}
 	}
+	if out, _ := status("--problems"); string(out) != fmt.Sprintf("no problems: all %d %s ok\n", n, plural(n, "credential is", "credentials are")) {
+		t.Errorf("status --problems with every credential ok printed:\n%.300s", out)
+	}
+	want := min(n, 10) + 1 // c0000 to c0009, and the header
+	if n > 10 {
+		want++ // the last one
+	}
+	if out, _ := status("c000?", names[n-1]); strings.Count(string(out), "\n") != want {
+		t.Errorf("status c000? %s printed:\n%.2000s", names[n-1], out)
+	}
 	return r
 }
 
