@@ -37,18 +37,20 @@ type Metrics struct {
 	// so a handout counts with one map read and an atomic add, and 10k
 	// credentials cost a few hundred KiB rather than a Prometheus series
 	// object per label set. The counts collector exports them at scrape.
-	byName map[string]*credCounts
+	// Unless counted per credential, the credentials of a provider share
+	// one credCounts, byProvider's.
+	byName     map[string]*credCounts
+	byProvider map[string]*credCounts
 	// rare counts what has no slot there: other status codes, and names
 	// no credential has (labelled "").
 	rareMu sync.Mutex
 	rare   map[rareKey]*atomic.Uint64
 }
 
-// credCounts are one credential's handout and refresh counts. They are kept
-// per credential even when exported per provider: the handout path then
-// stays one map read and an atomic add.
+// credCounts are the handout and refresh counts of one credential, or of
+// every credential of a provider.
 type credCounts struct {
-	provider        string // set by track, before the server answers
+	provider        string
 	ok, unavailable atomic.Uint64
 	results         [len(resultNames)]atomic.Uint64
 }
@@ -93,8 +95,9 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 			Name: "tokenbroker_access_denied_total",
 			Help: "Requests refused by the socket's access rules, by credential.",
 		}, []string{"credential"}),
-		byName: map[string]*credCounts{},
-		rare:   map[rareKey]*atomic.Uint64{},
+		byName:     map[string]*credCounts{},
+		byProvider: map[string]*credCounts{},
+		rare:       map[rareKey]*atomic.Uint64{},
 	}
 	build := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "tokenbroker_build_info",
@@ -135,27 +138,33 @@ func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorLog: nil})
 }
 
-// track registers b's per-credential state, makes the handout counters and
-// learns each credential's provider. A Server calls it once, before it
-// answers.
+// track registers b's per-credential state and makes the handout counters
+// still missing. A Server calls it once.
 func (m *Metrics) track(b Broker) {
 	for _, st := range b.Status() {
-		m.AddCredentials(st.Name)
-		m.byName[st.Name].provider = st.Provider
+		m.AddCredential(st.Name, st.Provider)
 	}
 	m.reg.MustRegister(&statusCollector{b: b})
 }
 
-// AddCredentials makes the counters of the named credentials. Call it
+// AddCredential makes the counters of a credential of provider. Call it
 // before the broker starts: its first refreshes are counted at once, and
 // the counters are read without a lock. NewServer adds any name still
 // missing.
-func (m *Metrics) AddCredentials(names ...string) {
-	for _, n := range names {
-		if m.byName[n] == nil {
-			m.byName[n] = &credCounts{}
-		}
+func (m *Metrics) AddCredential(name, provider string) {
+	if m.byName[name] != nil {
+		return
 	}
+	if m.perCredential {
+		m.byName[name] = &credCounts{provider: provider}
+		return
+	}
+	cc := m.byProvider[provider]
+	if cc == nil {
+		cc = &credCounts{provider: provider}
+		m.byProvider[provider] = cc
+	}
+	m.byName[name] = cc
 }
 
 // handout counts one answer to a token request.
@@ -233,7 +242,11 @@ func (c countsCollector) Collect(ch chan<- prometheus.Metric) {
 			perCredential[countKey{credential, label}] += v
 		}
 	}
-	for name, cc := range c.m.byName {
+	counts := c.m.byProvider // shared: the name is never read
+	if c.m.perCredential {
+		counts = c.m.byName
+	}
+	for name, cc := range counts {
 		add(handouts, credHandouts, cc.provider, name, "200", cc.ok.Load())
 		add(handouts, credHandouts, cc.provider, name, "503", cc.unavailable.Load())
 		for i, r := range resultNames {
@@ -241,7 +254,7 @@ func (c countsCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	// A count made before its credential had a slot (a refresh counted
-	// before NewServer, without AddCredentials) joins the slot's, so no
+	// before NewServer, without AddCredential) joins the slot's, so no
 	// label set is exported twice.
 	c.m.rareMu.Lock()
 	for k, v := range c.m.rare {

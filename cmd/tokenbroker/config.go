@@ -1113,8 +1113,8 @@ func show(s string) string {
 // credential builds the broker's credential: the Source for the grant over
 // an Endpoint in the credential's dialect, sending with hc.
 func (c CredentialConfig) credential(hc *http.Client, log *slog.Logger) (broker.Credential, *live, error) {
-	name := c.Name // the closure keeps the name, not a copy of c
-	e := &sources.Endpoint{Dialect: c.Dialect, Client: c.Client, HTTP: hc,
+	name, d := c.Name, c.Dialect // the closure and e keep these, not a copy of c
+	e := &sources.Endpoint{Dialect: &d, Client: c.Client, HTTP: hc,
 		Warn: func(msg string) { log.Warn(msg, "credential", name) }}
 	src, err := sources.New(c.Grant, e, c.Username, c.Password)
 	if err != nil {

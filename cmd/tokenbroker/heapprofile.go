@@ -8,6 +8,7 @@ package main
 // hook.
 
 import (
+	"fmt"
 	"os"
 	"os/signal"
 	"runtime"
@@ -33,6 +34,11 @@ func init() {
 				_ = f.Close()
 				_ = os.Rename(path+".tmp", path)
 			}
+			var m runtime.MemStats
+			runtime.ReadMemStats(&m)
+			_ = os.WriteFile(path+".memstats", fmt.Appendf(nil,
+				"heap in use %d, idle %d, released %d; stacks %d; spans %d; GC metadata %d; other %d; next GC %d; sys %d\n",
+				m.HeapInuse, m.HeapIdle, m.HeapReleased, m.StackInuse, m.MSpanInuse, m.GCSys, m.OtherSys, m.NextGC, m.Sys), 0o644)
 		}
 	}()
 }

@@ -266,7 +266,8 @@ func (r *scaleResult) saveProfile(t *testing.T, pid int, src, dst string) {
 			if err := os.WriteFile(dst, b, 0o644); err != nil {
 				t.Fatal(err)
 			}
-			t.Logf("n=%d: heap profile in %s", r.n, dst)
+			ms, _ := os.ReadFile(src + ".memstats")
+			t.Logf("n=%d: heap profile in %s; %s", r.n, dst, ms)
 			return
 		}
 		if time.Now().After(deadline) {
