@@ -95,7 +95,7 @@ func TestNoSecretLeaks(t *testing.T) {
 				out, _ := cmd.CombinedOutput()
 				return string(out)
 			}
-			status, check := cli("status", "--json"), cli("check")
+			status, check := cli("status", "--json")+cli("status", "--problems")+cli("status", "fire*", "--json"), cli("check")
 
 			var stored strings.Builder
 			_ = filepath.Walk(filepath.Join(filepath.Dir(sock), "state"), func(path string, fi os.FileInfo, err error) error {
