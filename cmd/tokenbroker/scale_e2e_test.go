@@ -30,8 +30,10 @@ import (
 // so the daemon writes a heap profile on SIGUSR2) and runs 1, 1,000 and
 // 5,000 credentials (TOKENBROKER_SCALE_CREDENTIALS=a,b,... for others),
 // logging RSS and heap per credential, series per credential, the /metrics
-// size, the status timings, the ready time and the token requests. It keeps
-// the heap profiles under TOKENBROKER_SCALE_PROFILES when that is set.
+// size, the status timings, the ready time and the token requests, and
+// failing when RSS grows more than 4 KiB per credential at 5,000 or more.
+// It keeps the heap profiles under TOKENBROKER_SCALE_PROFILES when that is
+// set (profiling costs memory of its own: read RSS from a run without).
 func TestScaleDaemon(t *testing.T) {
 	if os.Getenv("TOKENBROKER_SCALE") != "1" {
 		r := scaleDaemon(t, binary, 200, "")
@@ -67,14 +69,24 @@ func TestScaleDaemon(t *testing.T) {
 			continue
 		}
 		d := float64(n - first.n)
+		perCred := float64(r.rss-first.rss) / d
 		t.Logf("n=%d against n=%d: RSS %.0f B per credential, heap in use %.0f B per credential",
-			n, first.n, float64(r.rss-first.rss)/d, float64(r.heapInuse-first.heapInuse)/d)
+			n, first.n, perCred, float64(r.heapInuse-first.heapInuse)/d)
+		if n >= 5000 && perCred > maxRSSPerCredential {
+			t.Errorf("n=%d: RSS grows %.0f B per credential; the target is at most %d", n, perCred, maxRSSPerCredential)
+		}
 	}
 }
 
 // maxSeriesPerCredential is what one credential may add to a scrape by
 // default (README, Metrics).
 const maxSeriesPerCredential = 8
+
+// maxRSSPerCredential is the target for the daemon's RSS growth per
+// credential at 5,000 (docs/BENCHMARKS.md), checked by the full run only:
+// it is the release binary's, and below 5,000 the runtime's fixed share
+// dominates.
+const maxRSSPerCredential = 4 << 10
 
 type scaleResult struct {
 	n                         int
