@@ -11,9 +11,7 @@ import (
 	"os"
 	"runtime/debug"
 	"strings"
-	"sync"
 	"syscall"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -133,7 +131,6 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func()) erro
 	// The configs are not needed past here; dropping them lets the GC take
 	// back what parsing the environment cost (megabytes at 5,000).
 	cfg.Credentials = nil
-	startup := &startupRound{Metrics: metrics, want: -1, done: make(chan struct{})}
 	b, err := broker.New(broker.Options{
 		Store:               store,
 		Logger:              log,
@@ -142,7 +139,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func()) erro
 		RequestTimeout:      cfg.RequestTimeout,
 		BackoffMax:          cfg.BackoffMax,
 		ProviderConcurrency: cfg.ProviderConcurrency,
-		Observer:            startup,
+		Observer:            metrics,
 		CrashPoint:          crash,
 	}, creds)
 	if err != nil {
@@ -152,7 +149,6 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func()) erro
 		return err
 	}
 	defer b.Close()
-	startup.expect(b.Status())
 
 	apiOpts := api.Options{Path: cfg.Socket, Mode: cfg.SocketMode, GID: cfg.SocketGID, Logger: log,
 		Version: version, Metrics: metrics, Access: access}
@@ -176,7 +172,6 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func()) erro
 	rctx, stopReload := context.WithCancel(ctx)
 	defer stopReload()
 	go reloadSecrets(rctx, cfg.env(), lives, log)
-	go startup.release(rctx, log)
 	if ready != nil {
 		ready()
 	}
@@ -272,72 +267,4 @@ type redisLog struct{ log *slog.Logger }
 
 func (l redisLog) Printf(_ context.Context, format string, v ...any) {
 	l.log.Warn("redis: " + fmt.Sprintf(format, v...))
-}
-
-// startupRound tells when the start-up burst is over: every credential that
-// started without a valid token has had its first refresh attempt. Parsing
-// the environment and the first round of refreshes touch far more memory
-// than the broker keeps; the runtime would hand it back to the OS only
-// slowly, and an operator's top or a container limit sees it meanwhile.
-type startupRound struct {
-	*api.Metrics // the Observer; embedded so every method it adds passes through
-
-	mu         sync.Mutex
-	seen, want int // want is -1 until Start has loaded the store
-	done       chan struct{}
-}
-
-// startupGrace bounds the wait for the first round (a provider that does
-// not answer must not keep the burst's memory forever).
-const startupGrace = 2 * time.Minute
-
-// Refreshed implements broker.Observer.
-func (s *startupRound) Refreshed(credential, provider string, result broker.Result, d time.Duration) {
-	s.Metrics.Refreshed(credential, provider, result, d)
-	s.mu.Lock()
-	s.seen++
-	s.check()
-	s.mu.Unlock()
-}
-
-// expect sets the round's size: the credentials still pending after Start.
-func (s *startupRound) expect(st []broker.Status) {
-	want := 0
-	for _, c := range st {
-		if c.State == broker.StatePending {
-			want++
-		}
-	}
-	s.mu.Lock()
-	s.want = want
-	s.check()
-	s.mu.Unlock()
-}
-
-func (s *startupRound) check() {
-	if s.want >= 0 && s.seen >= s.want && s.done != nil {
-		close(s.done)
-		s.done = nil
-	}
-}
-
-// release returns the start-up burst's free memory to the OS once, when the
-// first round is over or after startupGrace. Once, not in a loop: after
-// that the runtime's own scavenger keeps up with a steady broker.
-func (s *startupRound) release(ctx context.Context, log *slog.Logger) {
-	s.mu.Lock()
-	done := s.done
-	s.mu.Unlock()
-	if done != nil {
-		t := time.NewTimer(startupGrace)
-		defer t.Stop()
-		select {
-		case <-ctx.Done():
-			return
-		case <-done:
-		case <-t.C:
-		}
-	}
-	debug.FreeOSMemory()
-	log.Debug("start-up over: free memory returned to the OS")
 }

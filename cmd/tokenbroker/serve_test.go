@@ -3,10 +3,6 @@ package main
 import (
 	"os"
 	"testing"
-	"time"
-
-	"github.com/tokenbroker/tokenbroker/api"
-	"github.com/tokenbroker/tokenbroker/broker"
 )
 
 // serve drops its own variables from the process environment once read
@@ -25,32 +21,5 @@ func TestShedOwnVariables(t *testing.T) {
 	}
 	if os.Getenv("PATH") == "" {
 		t.Error("PATH was dropped")
-	}
-}
-
-// The start-up round ends when every credential that started pending has
-// had a refresh attempt, counting those made before Start returned, and at
-// once when none started pending.
-func TestStartupRound(t *testing.T) {
-	over := func(s *startupRound) bool { return s.done == nil }
-	pending := []broker.Status{{Name: "a", State: broker.StatePending}, {Name: "b", State: broker.StateOK}, {Name: "c", State: broker.StatePending}}
-	m := api.NewMetrics(api.MetricsOptions{})
-
-	s := &startupRound{Metrics: m, want: -1, done: make(chan struct{})}
-	s.Refreshed("a", "firework", broker.ResultOK, time.Millisecond) // before Start returned
-	s.expect(pending)
-	if over(s) {
-		t.Fatal("over after 1 of 2 first attempts")
-	}
-	s.Refreshed("c", "firework", broker.ResultTransient, time.Millisecond)
-	if !over(s) {
-		t.Fatal("not over after 2 of 2 first attempts")
-	}
-	s.Refreshed("c", "firework", broker.ResultOK, time.Millisecond) // closes nothing twice
-
-	s = &startupRound{Metrics: m, want: -1, done: make(chan struct{})}
-	s.expect([]broker.Status{{Name: "b", State: broker.StateOK}})
-	if !over(s) {
-		t.Fatal("not over with no credential pending")
 	}
 }
