@@ -56,7 +56,7 @@ func (b *hotBroker) CompleteAuthorization(context.Context, string, string, strin
 var benchJWT = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9." + strings.Repeat("eyJzY29wZSI6InZpZGVvczp3cml0ZSJ9", 6) + ".c2lnbmF0dXJlLXNpZ25hdHVyZS1zaWduYXR1cmUtc2lnbmF0dXJl"
 
 func newHotServer(log *slog.Logger) (*Server, *Metrics) {
-	m := NewMetrics("test")
+	m := NewMetrics(MetricsOptions{Version: "test", PerCredential: true})
 	b := &hotBroker{tok: broker.Handout{AccessToken: sources.NewSecret(benchJWT), Expiry: hotExpiry}}
 	return NewServer(b, Options{Logger: log, Metrics: m, Access: map[string]Access{
 		"svc": {}, "closed": {Set: true, UIDs: []uint32{12345}},
@@ -179,7 +179,7 @@ func scrape(t *testing.T, m *Metrics) string {
 	m.Handler().ServeHTTP(w, httptest.NewRequest("GET", "/metrics", nil))
 	var keep []string
 	for l := range strings.Lines(w.Body.String()) {
-		if strings.HasPrefix(l, "tokenbroker_handouts_total") || strings.HasPrefix(l, "tokenbroker_access_denied_total") {
+		if strings.HasPrefix(l, "tokenbroker_handouts_total") || strings.HasPrefix(l, "tokenbroker_credential_handouts_total") || strings.HasPrefix(l, "tokenbroker_access_denied_total") {
 			keep = append(keep, l)
 		}
 	}

@@ -19,8 +19,14 @@ import (
 // it as broker.Options.Observer) and serves /metrics once given to a
 // Server. Labels are credential names, providers, results and status codes:
 // never a secret, and never a name a caller made up.
+//
+// A credential costs 7 series by default: its expiry, its state (one series
+// per state) and its failures in a row, the ones an alert needs by name.
+// Handouts and refreshes are counted per provider; per credential only with
+// MetricsOptions.PerCredential, which adds 8 series a credential.
 type Metrics struct {
-	reg *prometheus.Registry
+	reg           *prometheus.Registry
+	perCredential bool
 
 	refreshTime  *prometheus.HistogramVec
 	lockWait     *prometheus.HistogramVec
@@ -34,15 +40,20 @@ type Metrics struct {
 	// so a handout counts with one map read and an atomic add, and 10k
 	// credentials cost a few hundred KiB rather than a Prometheus series
 	// object per label set. The counts collector exports them at scrape.
-	byName map[string]*credCounts
+	// Unless counted per credential, the credentials of a provider share
+	// one credCounts, byProvider's.
+	byName     map[string]*credCounts
+	byProvider map[string]*credCounts
 	// rare counts what has no slot there: other status codes, and names
 	// no credential has (labelled "").
 	rareMu sync.Mutex
 	rare   map[rareKey]*atomic.Uint64
 }
 
-// credCounts are one credential's handout and refresh counts.
+// credCounts are the handout and refresh counts of one credential, or of
+// every credential of a provider.
 type credCounts struct {
+	provider        string
 	ok, unavailable atomic.Uint64
 	results         [len(resultNames)]atomic.Uint64
 }
@@ -53,11 +64,22 @@ type rareKey struct{ metric, credential, label string }
 var resultNames = [...]broker.Result{broker.ResultOK, broker.ResultAdopted, broker.ResultPeer,
 	broker.ResultTransient, broker.ResultReauthorize, broker.ResultRejected}
 
+// MetricsOptions configure Metrics.
+type MetricsOptions struct {
+	// Version labels tokenbroker_build_info.
+	Version string
+	// PerCredential adds tokenbroker_credential_handouts_total and
+	// tokenbroker_credential_refreshes_total, by credential: 8 more series
+	// a credential.
+	PerCredential bool
+}
+
 // NewMetrics returns the broker's metrics, with Go runtime, process and
-// build-info collectors. version labels tokenbroker_build_info.
-func NewMetrics(version string) *Metrics {
+// build-info collectors.
+func NewMetrics(opts MetricsOptions) *Metrics {
 	m := &Metrics{
-		reg: prometheus.NewRegistry(),
+		reg:           prometheus.NewRegistry(),
+		perCredential: opts.PerCredential,
 		refreshTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "tokenbroker_refresh_duration_seconds",
 			Help:    "Time a refresh attempt took, lock and provider request included, by provider.",
@@ -88,13 +110,14 @@ func NewMetrics(version string) *Metrics {
 			Name: "tokenbroker_provider_probes_total",
 			Help: "Probe requests sent to a failing token endpoint of the provider.",
 		}, []string{"provider"}),
-		byName: map[string]*credCounts{},
-		rare:   map[rareKey]*atomic.Uint64{},
+		byName:     map[string]*credCounts{},
+		byProvider: map[string]*credCounts{},
+		rare:       map[rareKey]*atomic.Uint64{},
 	}
 	build := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "tokenbroker_build_info",
 		Help:        "Always 1; labels name the running build.",
-		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()},
+		ConstLabels: prometheus.Labels{"version": opts.Version, "goversion": runtime.Version()},
 	})
 	build.Set(1)
 	m.reg.MustRegister(countsCollector{m}, m.refreshTime, m.lockWait, m.redisErrors, m.unanswered, m.accessDenied, m.failing, m.probes, build,
@@ -148,25 +171,33 @@ func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorLog: nil})
 }
 
-// track registers b's per-credential state and makes the handout counters.
-// A Server calls it once.
+// track registers b's per-credential state and makes the handout counters
+// still missing. A Server calls it once.
 func (m *Metrics) track(b Broker) {
 	for _, st := range b.Status() {
-		m.AddCredentials(st.Name)
+		m.AddCredential(st.Name, st.Provider)
 	}
 	m.reg.MustRegister(&statusCollector{b: b})
 }
 
-// AddCredentials makes the counters of the named credentials. Call it
+// AddCredential makes the counters of a credential of provider. Call it
 // before the broker starts: its first refreshes are counted at once, and
 // the counters are read without a lock. NewServer adds any name still
 // missing.
-func (m *Metrics) AddCredentials(names ...string) {
-	for _, n := range names {
-		if m.byName[n] == nil {
-			m.byName[n] = &credCounts{}
-		}
+func (m *Metrics) AddCredential(name, provider string) {
+	if m.byName[name] != nil {
+		return
 	}
+	if m.perCredential {
+		m.byName[name] = &credCounts{provider: provider}
+		return
+	}
+	cc := m.byProvider[provider]
+	if cc == nil {
+		cc = &credCounts{provider: provider}
+		m.byProvider[provider] = cc
+	}
+	m.byName[name] = cc
 }
 
 // handout counts one answer to a token request.
@@ -202,52 +233,82 @@ func (m *Metrics) rareCount(d *prometheus.Desc, credential, label string) {
 
 var (
 	handoutsDesc = prometheus.NewDesc("tokenbroker_handouts_total",
-		"Token requests answered, by credential and HTTP status code (credential is empty for unknown names).",
-		[]string{"credential", "code"}, nil)
+		"Token requests answered, by provider and HTTP status code (provider is empty for unknown names).",
+		[]string{"provider", "code"}, nil)
 	refreshesDesc = prometheus.NewDesc("tokenbroker_refreshes_total",
-		"Refresh attempts by credential and result (ok, adopted, peer, transient, reauthorize, rejected).",
+		"Refresh attempts by provider and result (ok, adopted, peer, transient, reauthorize, rejected).",
+		[]string{"provider", "result"}, nil)
+	credHandoutsDesc = prometheus.NewDesc("tokenbroker_credential_handouts_total",
+		"Token requests answered, by credential and HTTP status code (credential is empty for unknown names); only with per-credential metrics on.",
+		[]string{"credential", "code"}, nil)
+	credRefreshesDesc = prometheus.NewDesc("tokenbroker_credential_refreshes_total",
+		"Refresh attempts by credential and result; only with per-credential metrics on.",
 		[]string{"credential", "result"}, nil)
 )
 
-// countsCollector exports the handout and refresh counts.
+// countsCollector exports the handout and refresh counts: per provider,
+// and per credential when asked.
 type countsCollector struct{ m *Metrics }
 
 func (c countsCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- handoutsDesc
 	ch <- refreshesDesc
+	if c.m.perCredential {
+		ch <- credHandoutsDesc
+		ch <- credRefreshesDesc
+	}
 }
 
+// countKey is one exported count: by provider or by credential, and a
+// code or result.
+type countKey struct{ by, label string }
+
 func (c countsCollector) Collect(ch chan<- prometheus.Metric) {
-	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	handouts, refreshes := map[countKey]uint64{}, map[countKey]uint64{}
+	var credHandouts, credRefreshes map[countKey]uint64
+	if c.m.perCredential {
+		credHandouts, credRefreshes = map[countKey]uint64{}, map[countKey]uint64{}
+	}
+	add := func(perProvider, perCredential map[countKey]uint64, provider, credential, label string, v uint64) {
+		perProvider[countKey{provider, label}] += v
+		if perCredential != nil {
+			perCredential[countKey{credential, label}] += v
+		}
+	}
+	counts := c.m.byProvider // shared: the name is never read
+	if c.m.perCredential {
+		counts = c.m.byName
+	}
+	for name, cc := range counts {
+		add(handouts, credHandouts, cc.provider, name, "200", cc.ok.Load())
+		add(handouts, credHandouts, cc.provider, name, "503", cc.unavailable.Load())
+		for i, r := range resultNames {
+			add(refreshes, credRefreshes, cc.provider, name, string(r), cc.results[i].Load())
+		}
 	}
 	// A count made before its credential had a slot (a refresh counted
-	// before NewServer, without AddCredentials) is added to the slot's, so
-	// no label set is exported twice.
+	// before NewServer, without AddCredential) joins the slot's, so no
+	// label set is exported twice.
 	c.m.rareMu.Lock()
-	defer c.m.rareMu.Unlock()
-	early := func(d *prometheus.Desc, name, label string) uint64 {
-		if v := c.m.rare[rareKey{d.String(), name, label}]; v != nil {
-			return v.Load()
-		}
-		return 0
-	}
-	for name, cc := range c.m.byName {
-		counter(handoutsDesc, cc.ok.Load()+early(handoutsDesc, name, "200"), name, "200")
-		counter(handoutsDesc, cc.unavailable.Load()+early(handoutsDesc, name, "503"), name, "503")
-		for i, r := range resultNames {
-			counter(refreshesDesc, cc.results[i].Load()+early(refreshesDesc, name, string(r)), name, string(r))
-		}
-	}
 	for k, v := range c.m.rare {
-		d := handoutsDesc
+		provider := ""
+		if cc := c.m.byName[k.credential]; cc != nil {
+			provider = cc.provider
+		}
 		if k.metric == refreshesDesc.String() {
-			d = refreshesDesc
+			add(refreshes, credRefreshes, provider, k.credential, k.label, v.Load())
+		} else {
+			add(handouts, credHandouts, provider, k.credential, k.label, v.Load())
 		}
-		if c.m.byName[k.credential] != nil && (d == refreshesDesc || k.label == "200" || k.label == "503") {
-			continue // merged above
+	}
+	c.m.rareMu.Unlock()
+	for _, e := range []struct {
+		d *prometheus.Desc
+		m map[countKey]uint64
+	}{{handoutsDesc, handouts}, {refreshesDesc, refreshes}, {credHandoutsDesc, credHandouts}, {credRefreshesDesc, credRefreshes}} {
+		for k, v := range e.m {
+			ch <- prometheus.MustNewConstMetric(e.d, prometheus.CounterValue, float64(v), k.by, k.label)
 		}
-		counter(d, v.Load(), k.credential, k.label)
 	}
 }
 

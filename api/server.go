@@ -299,25 +299,36 @@ func (s *Server) refresh(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// credentials answers GET /v1/credentials.
+// credentials answers GET /v1/credentials. The listing grows with the
+// credentials (about 250 bytes each), so it is written as it is encoded,
+// one credential at a time, never held whole.
 func (s *Server) credentials(w http.ResponseWriter, _ *http.Request) {
-	st := s.b.Status()
-	if st == nil {
-		st = []broker.Status{}
-	}
-	// broker.Status holds no secret; encoding/json is fine off the hot path.
-	body, err := json.Marshal(struct {
-		Credentials []broker.Status `json:"credentials"`
-	}{st})
-	if err != nil {
-		s.log.Error("cannot encode the credentials' status", "err", err)
-		writeError(w, http.StatusInternalServerError, "internal_error", "the broker could not encode the credentials' status; see its log")
-		return
-	}
 	hdr := w.Header()
 	hdr["Content-Type"] = jsonContentType
 	hdr["Cache-Control"] = noStore
-	_, _ = w.Write(append(body, '\n'))
+	buf := []byte(`{"credentials":[`)
+	for i, st := range s.b.Status() {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		// broker.Status holds no secret; encoding/json is fine off the hot
+		// path, and it cannot fail on these plain fields.
+		b, err := json.Marshal(st)
+		if err != nil {
+			// The answer has begun: only a cut connection can tell the
+			// client, which then reports a broken answer.
+			s.log.Error("cannot encode a credential's status", "credential", st.Name, "err", err)
+			panic(http.ErrAbortHandler)
+		}
+		buf = append(buf, b...)
+		if len(buf) >= 32<<10 {
+			if _, err := w.Write(buf); err != nil {
+				return // the caller went away
+			}
+			buf = buf[:0]
+		}
+	}
+	_, _ = w.Write(append(buf, "]}\n"...))
 }
 
 // healthz answers GET /healthz.

@@ -179,7 +179,7 @@ type cred struct {
 	unsaved     bool          // tok could not be written yet
 	force       bool          // the next refresh calls the provider even if a fresh token is stored
 	inflight    chan struct{} // closed when the running refresh ends
-	changed     chan struct{} // closed when a peer reports a change
+	changed     chan struct{} // closed when a peer reports a change; nil until a refresh waits on it
 	state       State
 	lastErr     error
 	lastRefresh time.Time
@@ -209,7 +209,7 @@ func New(opts Options, creds []Credential) (*Broker, error) {
 		if _, dup := b.creds[c.Name]; dup {
 			return nil, fmt.Errorf("broker: credential %q is listed twice", c.Name)
 		}
-		cr := &cred{Credential: c, key: storeKey(c), seed: seedOf(c), idx: -1, state: StatePending, changed: make(chan struct{})}
+		cr := &cred{Credential: c, key: storeKey(c), seed: seedOf(c), idx: -1, state: StatePending}
 		cr.Fingerprint = "" // only key and seed need it; 10k of them are megabytes
 		b.creds[c.Name], b.byKey[cr.key] = cr, cr
 		b.names = append(b.names, c.Name)

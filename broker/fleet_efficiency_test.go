@@ -100,7 +100,7 @@ func TestFleetEfficiency(t *testing.T) {
 				for _, name := range names {
 					d, _ := sources.Preset("firework", sources.ClientCredentials)
 					d.TokenURL = pb.TokenURL(oauthtest.Firework)
-					e := &sources.Endpoint{Dialect: d, HTTP: hc, Client: sources.Client{ID: name, Secret: sources.NewSecret("s-" + name), Scopes: scopes}}
+					e := &sources.Endpoint{Dialect: &d, HTTP: hc, Client: sources.Client{ID: name, Secret: sources.NewSecret("s-" + name), Scopes: scopes}}
 					cs = append(cs, Credential{Name: name, Provider: "firework", Source: &sources.ClientCredentialsSource{Endpoint: e}, Fingerprint: "fp-" + name})
 				}
 				store, err := NewRedisStore(RedisOptions{Client: srv.Client(), LockTTL: 2 * time.Second, Prefix: fmt.Sprintf("eff%d:", size)})

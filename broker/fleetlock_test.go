@@ -28,7 +28,7 @@ func (h *countingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis
 func fleetCred(p *oauthtest.Provider, seed string) Credential {
 	d, _ := sources.Preset("firework", sources.RefreshToken)
 	d.TokenURL = p.TokenURL(oauthtest.Firework)
-	e := &sources.Endpoint{Dialect: d, HTTP: &http.Client{Timeout: 5 * time.Second}, Client: sources.Client{ID: "fw", RedirectURI: "http://127.0.0.1/cb"}}
+	e := &sources.Endpoint{Dialect: &d, HTTP: &http.Client{Timeout: 5 * time.Second}, Client: sources.Client{ID: "fw", RedirectURI: "http://127.0.0.1/cb"}}
 	return Credential{Name: "fw", Provider: "firework", Source: &sources.RefreshTokenSource{Endpoint: e}, Fingerprint: "fp", InitialRefreshToken: sources.NewSecret(seed)}
 }
 

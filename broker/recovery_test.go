@@ -43,7 +43,7 @@ func TestRecoveryFromAnOutage(t *testing.T) {
 			for i := range creds {
 				d, _ := sources.Preset("firework", sources.RefreshToken)
 				d.TokenURL = p.TokenURL(oauthtest.Firework)
-				e := &sources.Endpoint{Dialect: d, HTTP: hc, Client: sources.Client{ID: "fw", RedirectURI: "http://127.0.0.1/cb"}}
+				e := &sources.Endpoint{Dialect: &d, HTTP: hc, Client: sources.Client{ID: "fw", RedirectURI: "http://127.0.0.1/cb"}}
 				name := fmt.Sprintf("c%03d", i)
 				creds[i] = Credential{Name: name, Provider: "firework", Endpoint: d.TokenURL, Source: &sources.RefreshTokenSource{Endpoint: e},
 					Fingerprint: "fp-" + name, InitialRefreshToken: sources.NewSecret(p.IssueRefreshToken("fw"))}

@@ -160,7 +160,7 @@ func TestFleetRace(t *testing.T) {
 		for _, name := range names {
 			d, _ := sources.Preset("firework", sources.RefreshToken)
 			d.TokenURL = p.TokenURL(oauthtest.Firework)
-			e := &sources.Endpoint{Dialect: d, HTTP: hc, Client: sources.Client{ID: name, Secret: sources.NewSecret("s"), RedirectURI: "http://127.0.0.1/cb"}}
+			e := &sources.Endpoint{Dialect: &d, HTTP: hc, Client: sources.Client{ID: name, Secret: sources.NewSecret("s"), RedirectURI: "http://127.0.0.1/cb"}}
 			cs = append(cs, Credential{Name: name, Provider: "firework", Source: &sources.RefreshTokenSource{Endpoint: e},
 				Fingerprint: "fp-" + name, InitialRefreshToken: sources.NewSecret(seeds[name])})
 		}

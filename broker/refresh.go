@@ -467,6 +467,9 @@ func (b *Broker) adoptStored(ctx context.Context, c *cred) (adopted bool, err er
 // then adopts it. It never calls the provider.
 func (b *Broker) awaitPeer(ctx context.Context, c *cred) error {
 	c.mu.Lock()
+	if c.changed == nil { // made on first wait: most credentials never wait
+		c.changed = make(chan struct{})
+	}
 	changed := c.changed
 	c.mu.Unlock()
 	t := time.NewTimer(b.opts.PeerWait)
@@ -515,8 +518,10 @@ func (b *Broker) peerChanged(key string) {
 
 func (b *Broker) peerChangedCred(c *cred) {
 	c.mu.Lock()
-	close(c.changed)
-	c.changed = make(chan struct{})
+	if c.changed != nil {
+		close(c.changed)
+		c.changed = nil
+	}
 	c.mu.Unlock()
 	if adopted, err := b.adoptStored(b.ctx, c); err == nil && adopted {
 		c.mu.Lock()

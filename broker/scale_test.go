@@ -80,7 +80,7 @@ func scaleRun(t *testing.T, n int, wired bool) {
 	log := slog.New(slog.DiscardHandler)
 	var metrics *api.Metrics
 	if wired {
-		metrics = api.NewMetrics("scale")
+		metrics = api.NewMetrics(api.MetricsOptions{Version: "scale"})
 	}
 	obs := &readyObserver{Metrics: metrics, want: int64(n), done: make(chan struct{})}
 	dir := t.TempDir()
@@ -95,7 +95,7 @@ func scaleRun(t *testing.T, n int, wired bool) {
 		}
 		d.TokenURL = prov.url
 		scopes := []string{"videos:write"}
-		e := &sources.Endpoint{Dialect: d, HTTP: hc, Warn: func(msg string) { log.Warn(msg, "credential", name) },
+		e := &sources.Endpoint{Dialect: &d, HTTP: hc, Warn: func(msg string) { log.Warn(msg, "credential", name) },
 			Client: sources.Client{ID: name, Secret: sources.NewSecret("secret-" + name), Scopes: scopes}}
 		src, err := sources.New(sources.ClientCredentials, e, "", sources.Secret{})
 		if err != nil {
@@ -113,7 +113,7 @@ func scaleRun(t *testing.T, n int, wired bool) {
 	defer store.Close()
 	if metrics != nil { // as serve does, before the broker starts
 		for _, c := range creds {
-			metrics.AddCredentials(c.Name)
+			metrics.AddCredential(c.Name, c.Provider)
 		}
 	}
 	b, err := broker.New(broker.Options{Store: store, Logger: log, Observer: obs, ProviderConcurrency: concurrency}, creds)

@@ -27,7 +27,7 @@ func fositeCred(t *testing.T, srv *fositetest.Server, seed string) Credential {
 		t.Fatal(err)
 	}
 	d.TokenURL, d.ClientAuth = srv.TokenURL, oauth2.AuthStyleInHeader
-	e := &sources.Endpoint{Dialect: d, Client: sources.Client{ID: srv.ClientID, Secret: sources.NewSecret(srv.ClientSecret)}}
+	e := &sources.Endpoint{Dialect: &d, Client: sources.Client{ID: srv.ClientID, Secret: sources.NewSecret(srv.ClientSecret)}}
 	return Credential{Name: "slow", Provider: "fosite", Source: &sources.RefreshTokenSource{Endpoint: e},
 		Fingerprint: "fp-slow", InitialRefreshToken: sources.NewSecret(seed)}
 }
@@ -277,7 +277,7 @@ func TestLostAnswerPasswordStartsOver(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.TokenURL = p.TokenURL(oauthtest.VSRS)
-	e := &sources.Endpoint{Dialect: d, Client: sources.Client{ID: "vs", Secret: sources.NewSecret("vs-secret")}}
+	e := &sources.Endpoint{Dialect: &d, Client: sources.Client{ID: "vs", Secret: sources.NewSecret("vs-secret")}}
 	src := &sources.PasswordSource{Endpoint: e, Username: "demo", Password: sources.NewSecret("demo-password")}
 	store, err := OpenFileStore(t.TempDir())
 	if err != nil {

@@ -41,7 +41,7 @@ func (s *RefreshTokenSource) ExchangeCode(ctx context.Context, code, verifier st
 // sent: a provider that does not know it ignores the parameters (RFC 6749
 // 3.1), and one that does is protected against code interception.
 func (e *Endpoint) AuthCodeURL(state, verifier string) (string, error) {
-	d := &e.Dialect
+	d := e.dialect()
 	if d.AuthorizeURL == "" {
 		return "", errors.New("the provider has no authorization URL in its preset; set AUTHORIZE_URL")
 	}

@@ -30,7 +30,10 @@ type Client struct {
 
 // Endpoint sends token requests for one credential in its provider's Dialect.
 type Endpoint struct {
-	Dialect Dialect
+	// Dialect is shared by every credential configured alike (a Dialect is
+	// over 250 bytes; 5,000 copies are more than a megabyte), so it must
+	// not change once in use. nil means the zero Dialect.
+	Dialect *Dialect
 	Client  Client
 	// HTTP sends the requests; nil means a client with a 30 s timeout. A
 	// refresh_token request ignores the client's Timeout: once sent, its
@@ -63,6 +66,13 @@ func (e *Endpoint) clientSecrets() (current, previous Secret) {
 
 var defaultHTTP = &http.Client{Timeout: 30 * time.Second}
 
+func (e *Endpoint) dialect() *Dialect {
+	if e.Dialect == nil {
+		return &Dialect{}
+	}
+	return e.Dialect
+}
+
 // Exchange runs one token request for grant g with the grant's own params
 // (refresh_token, username, code, ...) and parses the answer. It sends the
 // request exactly once: a retry is the caller's decision.
@@ -88,7 +98,7 @@ func (e *Endpoint) Exchange(ctx context.Context, g Grant, params url.Values) (To
 }
 
 func (e *Endpoint) exchange(ctx context.Context, g Grant, params url.Values, secret Secret) (Token, error) {
-	d := &e.Dialect
+	d := e.dialect()
 	req, err := e.request(ctx, g, params, secret)
 	if err != nil {
 		return Token{}, err
@@ -144,7 +154,7 @@ func answerLost(ctx context.Context, written *atomic.Bool, err error) error {
 }
 
 func (e *Endpoint) request(ctx context.Context, g Grant, params url.Values, secret Secret) (*http.Request, error) {
-	d := &e.Dialect
+	d := e.dialect()
 	v := url.Values{}
 	for k, vs := range params {
 		v[k] = vs

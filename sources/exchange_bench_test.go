@@ -27,7 +27,7 @@ func BenchmarkExchange(b *testing.B) {
 			}
 			d.TokenURL = p.TokenURL(s.dialect)
 			p.AddClient(oauthtest.Client{ID: "app", Secret: secretValue, Scopes: s.scopes, Dialect: s.dialect})
-			e := &sources.Endpoint{Dialect: d, HTTP: &http.Client{Timeout: 5 * time.Second},
+			e := &sources.Endpoint{Dialect: &d, HTTP: &http.Client{Timeout: 5 * time.Second},
 				Client: sources.Client{ID: "app", Secret: sources.NewSecret(secretValue), Scopes: s.scopes}}
 			src := &sources.ClientCredentialsSource{Endpoint: e}
 			ctx := context.Background()

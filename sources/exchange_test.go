@@ -35,7 +35,7 @@ func newSource(t *testing.T, p *oauthtest.Provider, s setup) (sources.Source, *s
 	id := string(s.dialect) + "-" + string(s.grant)
 	p.AddClient(oauthtest.Client{ID: id, Secret: secretValue, Scopes: s.scopes, RedirectURI: "https://app.example/cb", Dialect: s.dialect})
 	p.AddUser("alice", passwordValue)
-	e := &sources.Endpoint{Dialect: d, Client: sources.Client{ID: id, Secret: sources.NewSecret(secretValue), RedirectURI: "https://app.example/cb", Scopes: s.scopes}}
+	e := &sources.Endpoint{Dialect: &d, Client: sources.Client{ID: id, Secret: sources.NewSecret(secretValue), RedirectURI: "https://app.example/cb", Scopes: s.scopes}}
 	src, err := sources.New(s.grant, e, "alice", sources.NewSecret(passwordValue))
 	if err != nil {
 		t.Fatal(err)

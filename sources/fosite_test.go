@@ -23,7 +23,7 @@ func TestAgainstFosite(t *testing.T) {
 			t.Fatal(err)
 		}
 		d.TokenURL, d.ClientAuth = srv.TokenURL, auth
-		return &sources.Endpoint{Dialect: d, Client: sources.Client{ID: id, Secret: sources.NewSecret(secret), Scopes: scopes}}
+		return &sources.Endpoint{Dialect: &d, Client: sources.Client{ID: id, Secret: sources.NewSecret(secret), Scopes: scopes}}
 	}
 	basic := generic(oauth2.AuthStyleInHeader, srv.ClientID, srv.ClientSecret, "api")
 	post := generic(oauth2.AuthStyleInParams, srv.ClientID2, srv.ClientSecret2, "api")

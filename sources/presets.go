@@ -2,6 +2,7 @@ package sources
 
 import (
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 
@@ -86,11 +87,9 @@ func Preset(provider string, g Grant) (Dialect, error) {
 			d.Grants = slices.Clone(d.Grants)
 			d.LifetimeFields = slices.Clone(d.LifetimeFields)
 			d.TokenTypes = slices.Clone(d.TokenTypes)
-			h := make(map[string]string, len(d.Headers))
-			for k, v := range d.Headers {
-				h[k] = v
+			if d.Headers != nil { // an empty map is 50 bytes a credential for nothing
+				d.Headers = maps.Clone(d.Headers)
 			}
-			d.Headers = h
 			return d, nil
 		}
 		grants = append(grants, d.Grants...)

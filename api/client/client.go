@@ -100,7 +100,8 @@ type Client struct {
 // The URL host is ignored: every connection goes to the socket.
 const baseURL = "http://tokenbroker"
 
-// maxAnswer bounds what the client reads of an answer.
+// maxAnswer bounds what the client reads of an answer, and of each entry of
+// the credentials listing, which as a whole grows with the credentials.
 const maxAnswer = 1 << 20
 
 // New returns a client for the broker listening on socket; "" means
@@ -159,15 +160,100 @@ func (c *Client) Token(ctx context.Context, name string) (Token, error) {
 	return Token{AccessToken: w.AccessToken, TokenType: w.TokenType, ExpiresAt: w.ExpiresAt, ExpiresIn: w.ExpiresIn}, nil
 }
 
-// Credentials lists every credential's condition.
+// Credentials lists every credential's condition. The listing is read as
+// a stream, one credential at a time: it has no size limit as a whole
+// (5,000 credentials answer over 1 MB), only each entry has.
 func (c *Client) Credentials(ctx context.Context) ([]CredentialStatus, error) {
-	var w struct {
-		Credentials []CredentialStatus `json:"credentials"`
-	}
-	if err := c.do(ctx, http.MethodGet, "/v1/credentials", nil, nil, &w); err != nil {
+	const path = "/v1/credentials"
+	resp, err := c.send(ctx, http.MethodGet, path, nil, nil)
+	if err != nil {
 		return nil, err
 	}
-	return w.Credentials, nil
+	defer resp.Body.Close()
+	body := &entryLimit{r: resp.Body, left: maxAnswer}
+	out, err := decodeListing(json.NewDecoder(body), body)
+	if err != nil {
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			err = ctxErr
+		}
+		return nil, fmt.Errorf("tokenbroker at %s: GET %s: reading the answer: %w", c.socket, path, err)
+	}
+	return out, nil
+}
+
+// errNotListing is a listing that is not {"credentials":[...]}.
+var errNotListing = errors.New("the answer is not the expected JSON")
+
+// decodeListing reads {"credentials":[...]} one entry at a time, giving each
+// entry its own maxAnswer bytes. Other members are skipped, as
+// json.Unmarshal would.
+func decodeListing(dec *json.Decoder, limit *entryLimit) ([]CredentialStatus, error) {
+	out := []CredentialStatus{}
+	delim := func(want json.Delim) error {
+		t, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		if d, ok := t.(json.Delim); !ok || d != want {
+			return errNotListing
+		}
+		return nil
+	}
+	if err := delim('{'); err != nil {
+		return nil, err
+	}
+	for dec.More() {
+		limit.left = maxAnswer
+		t, err := dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		if key, _ := t.(string); key != "credentials" {
+			var skip json.RawMessage
+			if err := dec.Decode(&skip); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if err := delim('['); err != nil {
+			return nil, err
+		}
+		for dec.More() {
+			limit.left = maxAnswer
+			var st CredentialStatus
+			if err := dec.Decode(&st); err != nil {
+				return nil, err
+			}
+			out = append(out, st)
+		}
+		if err := delim(']'); err != nil {
+			return nil, err
+		}
+	}
+	if err := delim('}'); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// entryLimit fails a read once left bytes have been read since the caller
+// last set it: a listing entry (or a broken answer) larger than that is not
+// read into memory.
+type entryLimit struct {
+	r    io.Reader
+	left int64
+}
+
+func (l *entryLimit) Read(p []byte) (int, error) {
+	if l.left <= 0 {
+		return 0, fmt.Errorf("an entry of the answer is larger than %d bytes", maxAnswer)
+	}
+	if int64(len(p)) > l.left {
+		p = p[:l.left]
+	}
+	n, err := l.r.Read(p)
+	l.left -= int64(n)
+	return n, err
 }
 
 // Refresh makes the broker refresh name's token now and waits for the
@@ -181,17 +267,39 @@ func (c *Client) Refresh(ctx context.Context, name string) error {
 // credential is nil for requests about no credential; in, when not nil,
 // is sent as a JSON body.
 func (c *Client) do(ctx context.Context, method, path string, credential *string, in, out any) error {
+	resp, err := c.send(ctx, method, path, credential, in)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
+	if err != nil {
+		return fmt.Errorf("tokenbroker at %s: %s %s: reading the answer: %w", c.socket, method, path, err)
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(body, out); err != nil {
+		// The body may hold a token: never quote it.
+		return fmt.Errorf("tokenbroker at %s: %s %s: the answer is not the expected JSON", c.socket, method, path)
+	}
+	return nil
+}
+
+// send sends one request and returns a 2xx answer for the caller to read
+// and close, or turns an error answer into an *Error.
+func (c *Client) send(ctx context.Context, method, path string, credential *string, in any) (*http.Response, error) {
 	var reqBody io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
-			return fmt.Errorf("tokenbroker: %s %s: %w", method, path, err)
+			return nil, fmt.Errorf("tokenbroker: %s %s: %w", method, path, err)
 		}
 		reqBody = bytes.NewReader(b)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, baseURL+path, reqBody)
 	if err != nil {
-		return fmt.Errorf("tokenbroker: %s %s: %w", method, path, err)
+		return nil, fmt.Errorf("tokenbroker: %s %s: %w", method, path, err)
 	}
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -202,29 +310,22 @@ func (c *Client) do(ctx context.Context, method, path string, credential *string
 	if err != nil {
 		var ue *unreachableError
 		if errors.As(err, &ue) {
-			return ue
+			return nil, ue
 		}
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			err = ctxErr
 		}
-		return fmt.Errorf("tokenbroker at %s: %s %s: %w", c.socket, method, path, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
-	if err != nil {
-		return fmt.Errorf("tokenbroker at %s: %s %s: reading the answer: %w", c.socket, method, path, err)
+		return nil, fmt.Errorf("tokenbroker at %s: %s %s: %w", c.socket, method, path, err)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return answerError(resp.StatusCode, body, credential)
+		defer resp.Body.Close()
+		body, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
+		if err != nil {
+			return nil, fmt.Errorf("tokenbroker at %s: %s %s: reading the answer: %w", c.socket, method, path, err)
+		}
+		return nil, answerError(resp.StatusCode, body, credential)
 	}
-	if out == nil {
-		return nil
-	}
-	if err := json.Unmarshal(body, out); err != nil {
-		// The body may hold a token: never quote it.
-		return fmt.Errorf("tokenbroker at %s: %s %s: the answer is not the expected JSON", c.socket, method, path)
-	}
-	return nil
+	return resp, nil
 }
 
 func answerError(status int, body []byte, credential *string) *Error {

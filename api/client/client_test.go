@@ -260,3 +260,77 @@ func (f *fakeBroker) BeginAuthorization(name string) (broker.AuthRequest, error)
 func (f *fakeBroker) CompleteAuthorization(context.Context, string, string, string) (broker.Status, error) {
 	return broker.Status{}, broker.ErrNotAuthorizable
 }
+
+// manyBroker lists n credentials, each with a long last error: the listing
+// is far over the 1 MiB a single answer may be.
+type manyBroker struct {
+	fakeBroker
+	n int
+}
+
+func (m *manyBroker) Status() []broker.Status {
+	out := make([]broker.Status, m.n)
+	for i := range out {
+		out[i] = broker.Status{Name: fmt.Sprintf("c%05d", i), Provider: "firework", Grant: "client_credentials",
+			State: broker.StateRetrying, Failures: i, LastError: strings.Repeat("provider answered 503; ", 10)}
+	}
+	return out
+}
+
+// The listing has no size limit as a whole: 6,000 credentials (over 2 MB)
+// are read in full and in order.
+func TestCredentialsAtScale(t *testing.T) {
+	const n = 6000
+	p := serve(t, api.NewServer(&manyBroker{n: n}, api.Options{Logger: slog.New(slog.DiscardHandler)}).Handler())
+	st, err := newClient(t, p).Credentials(context.Background())
+	if err != nil {
+		t.Fatalf("Credentials: %v", err)
+	}
+	if len(st) != n {
+		t.Fatalf("Credentials listed %d, want %d", len(st), n)
+	}
+	for i, s := range st {
+		if want := fmt.Sprintf("c%05d", i); s.Name != want || s.Failures != i || s.State != "retrying" {
+			t.Fatalf("entry %d = %+v, want %s with %d failures", i, s, want, i)
+		}
+	}
+}
+
+// A listing that is not one, or an entry over 1 MiB, is an error that
+// names the request and quotes nothing of the answer; members the client
+// does not know are skipped.
+func TestCredentialsBadListing(t *testing.T) {
+	huge := `{"name":"big","last_error":"` + strings.Repeat("x", 2<<20) + `"}`
+	for _, tc := range []struct {
+		name, body string
+		want       int // entries, or -1 for an error
+	}{
+		{"not JSON", "<html>body-secret</html>", -1},
+		{"an array", `[{"name":"a"}]`, -1},
+		{"credentials not an array", `{"credentials":{"name":"body-secret"}}`, -1},
+		{"cut short", `{"credentials":[{"name":"a"},{"name":"b"`, -1},
+		{"an entry over 1 MiB", `{"credentials":[` + huge + `]}`, -1},
+		{"empty", `{"credentials":[]}`, 0},
+		{"other members", `{"version":"2","credentials":[{"name":"a"}],"next":null}`, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := serve(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				_, _ = w.Write([]byte(tc.body))
+			}))
+			st, err := newClient(t, p).Credentials(context.Background())
+			if tc.want < 0 {
+				if err == nil {
+					t.Fatalf("Credentials = %d entries, want an error", len(st))
+				}
+				if !strings.Contains(err.Error(), "GET /v1/credentials") || strings.Contains(err.Error(), "body-secret") || len(err.Error()) > 300 {
+					t.Errorf("error %q: want the request named and nothing of the answer quoted", err)
+				}
+				return
+			}
+			if err != nil || len(st) != tc.want {
+				t.Errorf("Credentials = %d entries, %v; want %d", len(st), err, tc.want)
+			}
+		})
+	}
+}

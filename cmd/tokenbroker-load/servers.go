@@ -63,7 +63,7 @@ func startSelf(dir string, withAccess bool, stderr io.Writer) (_ *selfBroker, er
 		return nil, err
 	}
 	d.TokenURL = p.TokenURL(oauthtest.Firework)
-	e := &sources.Endpoint{Dialect: d, HTTP: &http.Client{Timeout: 30 * time.Second},
+	e := &sources.Endpoint{Dialect: &d, HTTP: &http.Client{Timeout: 30 * time.Second},
 		Client: sources.Client{ID: clientID, Secret: sources.NewSecret(secret), Scopes: scopes}}
 	src, err := sources.New(sources.ClientCredentials, e, "", sources.Secret{})
 	if err != nil {
@@ -80,8 +80,8 @@ func startSelf(dir string, withAccess bool, stderr io.Writer) (_ *selfBroker, er
 	s.closers = append(s.closers, store.Close)
 	// As serve wires it: metrics on (the broker's Observer and the API's
 	// handout counters), and an access map holding every credential.
-	metrics := api.NewMetrics("load")
-	metrics.AddCredentials(selfName)
+	metrics := api.NewMetrics(api.MetricsOptions{Version: "load"})
+	metrics.AddCredential(selfName, "firework")
 	b, err := broker.New(broker.Options{Store: store, Logger: logger, Observer: metrics}, []broker.Credential{{
 		Name:     selfName,
 		Provider: "firework",

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -70,19 +71,86 @@ func refreshCmd(args []string, stdout, stderr io.Writer) int {
 	})
 }
 
+const statusUsage = "usage: tokenbroker status [--json] [--problems] [NAME|PATTERN ...]"
+
+// statusCmd prints the credentials' state: all of them, or those NAMEs and
+// glob PATTERNs (path.Match: *, ?, [a-z]) select; --problems keeps those
+// that are not ok, the lines an operator wants out of thousands.
 func statusCmd(args []string, stdout, stderr io.Writer) int {
-	asJSON := len(args) == 1 && args[0] == "--json"
-	if len(args) > 1 || (len(args) == 1 && !asJSON) {
-		fmt.Fprintln(stderr, "usage: tokenbroker status [--json]")
-		return exitConfig
+	var asJSON, problems bool
+	var patterns []string
+	for _, a := range args {
+		switch a {
+		case "--json", "-json":
+			asJSON = true
+		case "--problems", "-problems":
+			problems = true
+		default:
+			if strings.HasPrefix(a, "-") {
+				fmt.Fprintf(stderr, "tokenbroker status: unknown flag %s\n%s\n", a, statusUsage)
+				return exitConfig
+			}
+			if _, err := path.Match(a, ""); err != nil {
+				fmt.Fprintf(stderr, "tokenbroker status: %q is not a name or a pattern (patterns use *, ? and [a-z])\n%s\n", a, statusUsage)
+				return exitConfig
+			}
+			patterns = append(patterns, a)
+		}
 	}
 	return ask(stderr, func(ctx context.Context, c *client.Client) error {
 		creds, err := c.Credentials(ctx)
-		if err == nil {
-			printStatus(stdout, creds, asJSON, colourful(stdout))
+		if err != nil {
+			return err
 		}
-		return err
+		shown, matched, err := selectStatus(creds, patterns, problems)
+		if err != nil {
+			return err
+		}
+		if problems && len(shown) == 0 && !asJSON {
+			fmt.Fprintf(stdout, "no problems: all %d %s ok\n", matched, plural(matched, "credential is", "credentials are"))
+			return nil
+		}
+		printStatus(stdout, shown, asJSON, colourful(stdout))
+		return nil
 	})
+}
+
+// selectStatus keeps the credentials that patterns select (all when there
+// are none), and of those only the ones not ok when problems is set. It
+// also returns how many the patterns selected. A pattern that selects no
+// credential is an error: a mistyped name must not look like a healthy one.
+func selectStatus(creds []client.CredentialStatus, patterns []string, problems bool) ([]client.CredentialStatus, int, error) {
+	used := make([]bool, len(patterns))
+	shown := make([]client.CredentialStatus, 0, len(creds))
+	matched := 0
+	for _, s := range creds {
+		selected := len(patterns) == 0
+		for i, p := range patterns {
+			if ok, _ := path.Match(p, s.Name); ok { // checked in statusCmd
+				selected, used[i] = true, true
+			}
+		}
+		if !selected {
+			continue
+		}
+		matched++
+		if !problems || s.State != "ok" {
+			shown = append(shown, s)
+		}
+	}
+	for i, p := range patterns {
+		if !used[i] {
+			return nil, 0, fmt.Errorf("no credential is named %q or matches it; tokenbroker status lists every one (%d)", p, len(creds))
+		}
+	}
+	return shown, matched, nil
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 // colourful reports whether w is a terminal that wants colour (NO_COLOR,

@@ -38,3 +38,55 @@ func TestStatusColour(t *testing.T) {
 		col = off
 	}
 }
+
+// status selects by name and pattern, and --problems keeps what is not ok;
+// a pattern that selects nothing is an error, not an empty healthy list.
+func TestSelectStatus(t *testing.T) {
+	creds := []client.CredentialStatus{
+		{Name: "fw-a", State: "ok"}, {Name: "fw-b", State: "retrying"}, {Name: "lp", State: "reauthorize"}, {Name: "ing", State: "pending"},
+	}
+	names := func(cs []client.CredentialStatus) string {
+		var out []string
+		for _, c := range cs {
+			out = append(out, c.Name)
+		}
+		return strings.Join(out, ",")
+	}
+	for _, tc := range []struct {
+		patterns []string
+		problems bool
+		want     string
+		matched  int
+		err      string
+	}{
+		{nil, false, "fw-a,fw-b,lp,ing", 4, ""},
+		{nil, true, "fw-b,lp,ing", 4, ""},
+		{[]string{"fw-*"}, false, "fw-a,fw-b", 2, ""},
+		{[]string{"fw-*"}, true, "fw-b", 2, ""},
+		{[]string{"fw-a"}, true, "", 1, ""},
+		{[]string{"lp", "fw-[a]"}, false, "fw-a,lp", 2, ""},
+		{[]string{"fw-a", "firewrk"}, false, "", 0, `"firewrk"`},
+	} {
+		got, matched, err := selectStatus(creds, tc.patterns, tc.problems)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%q: error %v, want one naming %s", tc.patterns, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || names(got) != tc.want || matched != tc.matched {
+			t.Errorf("%q problems=%v: %q (%d matched), %v; want %q (%d)", tc.patterns, tc.problems, names(got), matched, err, tc.want, tc.matched)
+		}
+	}
+}
+
+// Bad flags and patterns are usage errors, found before the socket is dialed.
+func TestStatusUsage(t *testing.T) {
+	t.Setenv("TOKENBROKER_SOCKET", "/nonexistent/tb.sock")
+	for _, args := range [][]string{{"--jsn"}, {"fw-[a"}, {"-x", "fw"}} {
+		var stdout, stderr strings.Builder
+		if code := statusCmd(args, &stdout, &stderr); code != exitConfig || !strings.Contains(stderr.String(), "usage: tokenbroker status") {
+			t.Errorf("status %q: exit %d, stderr %q; want %d and the usage", args, code, stderr.String(), exitConfig)
+		}
+	}
+}

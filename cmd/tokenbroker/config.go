@@ -75,6 +75,8 @@ type Config struct {
 
 	// MetricsAddr, when set, serves /metrics over TCP there too.
 	MetricsAddr string
+	// MetricsPerCredential counts handouts and refreshes per credential too.
+	MetricsPerCredential bool
 	// SocketMode is the socket's mode (0 means api.DefaultMode); SocketGID
 	// its group (0 means the broker's).
 	SocketMode os.FileMode
@@ -148,7 +150,7 @@ var globalVars = []string{
 	varRefreshAt, varRequestTimeout, varAnswerTimeout, varHandoutWait, varBackoffMax, varProbeInterval, varProviderConcurrency,
 	varRedisURL, varRedisPrefix, varRedisLockTTL, varEncryptionKey, varEncryptionKey + fileSuffix,
 	varRedisAddrs, varRedisSentinelMaster, varRedisUsername, varRedisPassword, varRedisPassword + fileSuffix, varRedisCAFile,
-	varMetricsAddr, varSocketMode, varSocketGroup, varAllowUIDs, varAllowGIDs, varTestCrashAt,
+	varMetricsAddr, varMetricsPerCredential, varSocketMode, varSocketGroup, varAllowUIDs, varAllowGIDs, varTestCrashAt,
 }
 
 // varTestCrashAt makes serve kill itself at a refresh step: crash tests only.
@@ -1122,14 +1124,14 @@ func show(s string) string {
 // credential builds the broker's credential: the Source for the grant over
 // an Endpoint in the credential's dialect, sending with hc.
 func (c CredentialConfig) credential(hc *http.Client, log *slog.Logger) (broker.Credential, *live, error) {
-	e := &sources.Endpoint{Dialect: c.Dialect, Client: c.Client, HTTP: hc,
-		Warn: func(msg string) { log.Warn(msg, "credential", c.Name) }}
+	name, d := c.Name, c.Dialect // the closure and e keep these, not a copy of c
+	e := &sources.Endpoint{Dialect: &d, Client: c.Client, HTTP: hc,
+		Warn: func(msg string) { log.Warn(msg, "credential", name) }}
 	src, err := sources.New(c.Grant, e, c.Username, c.Password)
 	if err != nil {
 		return broker.Credential{}, nil, fmt.Errorf("credential %s: %w", c.Name, err)
 	}
-	l := &live{cfg: c, endpoint: e}
-	l.password, _ = src.(*sources.PasswordSource)
+	l := newLive(c, e, src)
 	return broker.Credential{
 		Name:                c.Name,
 		Provider:            c.Provider,

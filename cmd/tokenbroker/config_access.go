@@ -13,11 +13,12 @@ import (
 // Access and socket settings, by suffix after TOKENBROKER_ (global) or
 // TOKENBROKER_<NAME>_ (per credential, for the ALLOW lists).
 const (
-	varMetricsAddr = "METRICS_ADDR"
-	varSocketMode  = "SOCKET_MODE"
-	varSocketGroup = "SOCKET_GROUP"
-	varAllowUIDs   = "ALLOW_UIDS"
-	varAllowGIDs   = "ALLOW_GIDS"
+	varMetricsAddr          = "METRICS_ADDR"
+	varMetricsPerCredential = "METRICS_PER_CREDENTIAL"
+	varSocketMode           = "SOCKET_MODE"
+	varSocketGroup          = "SOCKET_GROUP"
+	varAllowUIDs            = "ALLOW_UIDS"
+	varAllowGIDs            = "ALLOW_GIDS"
 )
 
 // loadAccess reads the socket's mode and group, the metrics address and the
@@ -38,6 +39,13 @@ func loadAccess(p *problems, vars map[string]string, c *Config) {
 				p.warnf(name, "%s listens on every interface; metrics hold no secret, but prefer a loopback or internal address", show(v))
 			}
 		}
+	}
+	if name, v, ok := get(varMetricsPerCredential); ok {
+		on, valid := parseBool(v)
+		if !valid {
+			p.errorf(name, "%s is not true or false; true adds 8 series per credential to /metrics (handouts and refreshes by credential)", show(v))
+		}
+		c.MetricsPerCredential = on
 	}
 	if name, v, ok := get(varSocketMode); ok {
 		m, err := strconv.ParseUint(v, 8, 32)

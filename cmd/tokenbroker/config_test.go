@@ -88,6 +88,13 @@ func TestLoadConfigGlobals(t *testing.T) {
 			t.Errorf("unexpected warnings: %q", c.Warnings)
 		}
 	})
+	t.Run("per-credential metrics", func(t *testing.T) {
+		for v, want := range map[string]bool{"true": true, "on": true, "false": false} {
+			if c := mustLoad(t, baseEnv("TOKENBROKER_METRICS_PER_CREDENTIAL="+v, "TOKENBROKER_CREDENTIALS=a", "TOKENBROKER_A_CLIENT_ID=id", "TOKENBROKER_A_CLIENT_SECRET=s", "TOKENBROKER_A_TOKEN_URL=https://auth.example.com/token")); c.MetricsPerCredential != want {
+				t.Errorf("TOKENBROKER_METRICS_PER_CREDENTIAL=%s: MetricsPerCredential %v, want %v", v, c.MetricsPerCredential, want)
+			}
+		}
+	})
 	t.Run("fleet and encryption", func(t *testing.T) {
 		key := strings.Repeat("ab", 32)
 		c := mustLoad(t, baseEnv("TOKENBROKER_CREDENTIALS=a", "TOKENBROKER_A_CLIENT_ID=id", "TOKENBROKER_A_CLIENT_SECRET=s",
@@ -399,6 +406,7 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"unknown allowed user", with("TOKENBROKER_ALLOW_UIDS=1000,no-such-user-xyz"), []string{"TOKENBROKER_ALLOW_UIDS"}, "known user"},
 		{"unknown allowed group of a credential", with("TOKENBROKER_FW_ALLOW_GIDS=no-such-group-xyz"), []string{"TOKENBROKER_FW_ALLOW_GIDS"}, "known group"},
 		{"metrics address", with("TOKENBROKER_METRICS_ADDR=9464"), []string{"TOKENBROKER_METRICS_ADDR"}, "not host:port"},
+		{"per-credential metrics", with("TOKENBROKER_METRICS_PER_CREDENTIAL=maybe"), []string{"TOKENBROKER_METRICS_PER_CREDENTIAL"}, "true or false"},
 		{"lock lease", with("TOKENBROKER_REDIS_LOCK_TTL=10ms"), []string{"TOKENBROKER_REDIS_LOCK_TTL"}, ""},
 		{"previous secret alone", []string{"TOKENBROKER_CREDENTIALS=fw", "TOKENBROKER_FW_PROVIDER=firework", "TOKENBROKER_FW_CLIENT_ID=id",
 			"TOKENBROKER_FW_CLIENT_SECRET_PREVIOUS=old"}, []string{"TOKENBROKER_FW_CLIENT_SECRET_PREVIOUS"}, "set the current one too"},

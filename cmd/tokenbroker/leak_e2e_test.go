@@ -99,7 +99,7 @@ func TestNoSecretLeaks(t *testing.T) {
 					answers.Write(b)
 				}
 			}
-			status, check := cli("status", "--json"), cli("check")
+			status, check := cli("status", "--json")+cli("status", "--problems")+cli("status", "fire*", "--json"), cli("check")
 
 			var stored strings.Builder
 			_ = filepath.Walk(filepath.Join(filepath.Dir(sock), "state"), func(path string, fi os.FileInfo, err error) error {

@@ -26,7 +26,9 @@ const usage = `tokenbroker keeps OAuth 2.0 access tokens fresh and hands them ou
 Usage:
   tokenbroker serve           run the daemon (configured by TOKENBROKER_* variables)
   tokenbroker token NAME      print NAME's current access token
-  tokenbroker status [--json] show every credential's state
+  tokenbroker status [--json] [--problems] [NAME|PATTERN ...]
+                              show the credentials' state: all, those named or
+                              matching a pattern (*, ?, [a-z]), only those not ok
   tokenbroker refresh NAME    refresh NAME now
   tokenbroker authorize NAME  authorize NAME with the provider (authorization-code flow, PKCE)
                               [--paste] on a host without a browser; [--timeout 5m]

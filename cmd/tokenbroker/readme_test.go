@@ -357,7 +357,7 @@ func TestReadmeExamples(t *testing.T) {
 		out := readmeRun(t, env, t.TempDir(), "sh", "-c", readmeSubstitute(t, examples["metrics"], sock, "", "", false))
 		for _, want := range []string{
 			`tokenbroker_credential_state{credential="firework",state="ok"} 1`,
-			`tokenbroker_handouts_total{code="200",credential="firework"} `,
+			`tokenbroker_handouts_total{code="200",provider="firework"} `,
 			`tokenbroker_token_expires_in_seconds{credential="firework"} `,
 		} {
 			if !strings.Contains(out, want) {

@@ -20,11 +20,22 @@ import (
 const secretPoll = 2 * time.Second
 
 // live is what a running credential lets an operator replace without a
-// restart: its client secrets and its password.
+// restart: its client secrets and its password. It keeps only the secrets
+// in use, not the whole CredentialConfig: at 5,000 credentials a copy of
+// each config is megabytes held for nothing.
 type live struct {
-	cfg      CredentialConfig
-	endpoint *sources.Endpoint
-	password *sources.PasswordSource // nil unless the password grant
+	name                   string
+	secret, previous       sources.Secret // the client secrets in use
+	password, refreshToken sources.Secret // as configured at start or last reload
+	endpoint               *sources.Endpoint
+	passwordSource         *sources.PasswordSource // nil unless the password grant
+}
+
+func newLive(c CredentialConfig, e *sources.Endpoint, src sources.Source) *live {
+	l := &live{name: c.Name, secret: c.Client.Secret, previous: c.Client.PreviousSecret,
+		password: c.Password, refreshToken: c.RefreshToken, endpoint: e}
+	l.passwordSource, _ = src.(*sources.PasswordSource)
+	return l
 }
 
 // reloadSecrets re-reads the configuration on SIGHUP and whenever a file
@@ -67,26 +78,26 @@ func reloadSecrets(ctx context.Context, environ []string, creds []*live, log *sl
 func applySecrets(cfg Config, creds []*live, log *slog.Logger, why string) {
 	changed := 0
 	for _, cc := range cfg.Credentials {
-		i := slices.IndexFunc(creds, func(l *live) bool { return l.cfg.Name == cc.Name })
+		i := slices.IndexFunc(creds, func(l *live) bool { return l.name == cc.Name })
 		if i < 0 {
 			continue // a new credential needs a restart; see below
 		}
 		l := creds[i]
-		if !cc.Client.Secret.Equal(l.cfg.Client.Secret) || !cc.Client.PreviousSecret.Equal(l.cfg.Client.PreviousSecret) {
+		if !cc.Client.Secret.Equal(l.secret) || !cc.Client.PreviousSecret.Equal(l.previous) {
 			l.endpoint.SetClientSecrets(cc.Client.Secret, cc.Client.PreviousSecret)
-			l.cfg.Client.Secret, l.cfg.Client.PreviousSecret = cc.Client.Secret, cc.Client.PreviousSecret
+			l.secret, l.previous = cc.Client.Secret, cc.Client.PreviousSecret
 			log.Info("client secret reloaded; tokens in hand stay in use", "credential", cc.Name, "from", cc.Sources[sfxClientSecret], "reason", why)
 			changed++
 		}
-		if l.password != nil && !cc.Password.Equal(l.cfg.Password) {
-			l.password.SetPassword(cc.Password)
-			l.cfg.Password = cc.Password
+		if l.passwordSource != nil && !cc.Password.Equal(l.password) {
+			l.passwordSource.SetPassword(cc.Password)
+			l.password = cc.Password
 			log.Info("password reloaded; tokens in hand stay in use", "credential", cc.Name, "from", cc.Sources[sfxPassword], "reason", why)
 			changed++
 		}
-		if !cc.RefreshToken.Equal(l.cfg.RefreshToken) {
+		if !cc.RefreshToken.Equal(l.refreshToken) {
 			log.Warn("the configured refresh token changed; it is used after a restart, or now with tokenbroker authorize", "credential", cc.Name)
-			l.cfg.RefreshToken = cc.RefreshToken
+			l.refreshToken = cc.RefreshToken
 		}
 	}
 	if len(cfg.Credentials) != len(creds) {
