@@ -71,6 +71,7 @@ func invalidName(w http.ResponseWriter, name string) int {
 // errors carry none. It returns the status it answered.
 func (s *Server) brokerError(w http.ResponseWriter, name string, err error, refresh bool) int {
 	var ue *broker.UnavailableError
+	var de *broker.DeferredError
 	switch {
 	case errors.Is(err, broker.ErrUnknownCredential):
 		return writeError(w, http.StatusNotFound, "unknown_credential", fmt.Sprintf(
@@ -80,6 +81,10 @@ func (s *Server) brokerError(w http.ResponseWriter, name string, err error, refr
 			w.Header().Set("Retry-After", strconv.Itoa(retryAfter(ue.RetryAt, time.Now())))
 		}
 		return writeError(w, http.StatusServiceUnavailable, "token_unavailable", ue.Error()+"; "+ue.Advice())
+	case errors.As(err, &de):
+		w.Header().Set("Retry-After", strconv.Itoa(retryAfter(de.Until, time.Now())))
+		return writeError(w, http.StatusServiceUnavailable, "refresh_deferred", fmt.Sprintf(
+			"credential %q: not refreshed now: %v; %s", name, de, de.Advice()))
 	case refresh:
 		// The provider or the store failed; the broker has logged why.
 		return writeError(w, http.StatusBadGateway, "refresh_failed", fmt.Sprintf(

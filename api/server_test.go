@@ -62,7 +62,8 @@ func newFake() *fakeBroker {
 				Cause: &sources.ProviderError{Grant: sources.ClientCredentials, Status: 401, Code: "invalid_client"}},
 		},
 		refreshErr: map[string]error{
-			"flaky": fmt.Errorf("refresh %q: %w", "flaky", &sources.ProviderError{Status: 502, Problem: "an HTML page"}),
+			"flaky":   fmt.Errorf("refresh %q: %w", "flaky", &sources.ProviderError{Status: 502, Problem: "an HTML page"}),
+			"waiting": fmt.Errorf("refresh %q: %w", "waiting", &broker.DeferredError{Until: now.Add(time.Hour)}),
 		},
 		status: []broker.Status{
 			{Name: "down", Provider: "firework", Grant: "client_credentials", State: broker.StateRetrying,
@@ -377,6 +378,12 @@ func TestRefresh(t *testing.T) {
 	}
 	if want := []string{"svc", "nope", "down", "flaky"}; !slices.Equal(f.refreshed, want) {
 		t.Errorf("refreshed %v, want %v", f.refreshed, want)
+	}
+	// A refresh the provider asked to defer is a 503 that says until when.
+	w := serveHTTP(h, "POST", "/v1/tokens/waiting/refresh")
+	e = wantError(t, w, http.StatusServiceUnavailable, "refresh_deferred")
+	if ra, _ := strconv.Atoi(w.Header().Get("Retry-After")); ra < 3000 || !strings.Contains(e.Description, "Retry-After") {
+		t.Errorf("deferred refresh: Retry-After %q, description %q; want about an hour, and the reason", w.Header().Get("Retry-After"), e.Description)
 	}
 }
 

@@ -131,11 +131,8 @@ func (b *Broker) Refresh(ctx context.Context, name string) error {
 	if b.draining.Load() {
 		return fmt.Errorf("refresh %q: the broker is stopping; ask another broker or retry after the restart", name)
 	}
-	// Refused rather than waited for: the wait can be an hour (Retry-After)
-	// or an outage's length, longer than a caller holds a request open, and
-	// the error says until when and that the broker refreshes by itself.
 	if err := c.heldBack(time.Now()); err != nil {
-		return fmt.Errorf("refresh %q: %w", name, err)
+		return fmt.Errorf("refresh %q: %w", name, err) // see DeferredError
 	}
 	c.mu.Lock()
 	if c.state == StateReauthorize || c.state == StateRejected {

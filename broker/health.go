@@ -353,18 +353,44 @@ func (b *Broker) passProbe(c *cred) {
 	}
 }
 
-// heldBack says why c must not call its provider now, or is nil: the
-// provider asked it to wait (Retry-After), or its endpoint is failing.
-func (c *cred) heldBack(now time.Time) error {
+// DeferredError says why a credential must not call its provider before
+// Until: the provider asked to wait (Retry-After), or its endpoint fails
+// and only its probe goes out. A forced refresh is refused with it, not
+// waited for: the wait can be an hour, longer than a caller holds a request
+// open, and the broker refreshes by itself then.
+type DeferredError struct {
+	Until time.Time
+	Cause error // the outage (*OutageError), or nil for a Retry-After
+}
+
+func (e *DeferredError) Error() string {
+	if e.Cause != nil {
+		return e.Cause.Error()
+	}
+	return "the provider asked for no request before " + e.Until.UTC().Format(time.RFC3339) + " (Retry-After)"
+}
+
+func (e *DeferredError) Unwrap() error { return e.Cause }
+
+// Advice says what to expect and do.
+func (e *DeferredError) Advice() string {
+	var o *OutageError
+	if errors.As(e.Cause, &o) {
+		return o.Advice()
+	}
+	return "the broker refreshes it then by itself; a request sooner would only prolong the wait"
+}
+
+// heldBack says why c must not call its provider now, or is nil.
+func (c *cred) heldBack(now time.Time) *DeferredError {
 	c.mu.Lock()
 	notBefore := c.notBefore
 	c.mu.Unlock()
 	if now.Before(notBefore) {
-		return fmt.Errorf("the provider asked for no request before %s (Retry-After); the broker refreshes it then, and a request sooner would only prolong the wait",
-			notBefore.UTC().Format(time.RFC3339))
+		return &DeferredError{Until: notBefore}
 	}
 	if o := c.ep.outage(); o != nil {
-		return fmt.Errorf("%w; %s", o, o.Advice())
+		return &DeferredError{Until: o.NextProbe, Cause: o}
 	}
 	return nil
 }
