@@ -160,6 +160,9 @@ func (b *Broker) runRefresh(ctx context.Context, c *cred) {
 	case err == nil:
 		b.log.Info("token refreshed", "credential", c.Name, "duration", now.Sub(start).Round(time.Millisecond),
 			"expires_at", exp.UTC().Format(time.RFC3339), "next_refresh", next.UTC().Format(time.RFC3339))
+	case next.IsZero() && errors.Is(err, sources.ErrNoRefreshToken):
+		// Waiting for authorize is a state, not a fault: said once, at WARN.
+		b.log.Warn("no refresh token yet; waiting for authorization", "credential", c.Name, "action", sources.Advice(err))
 	case next.IsZero():
 		b.log.Error("refresh refused; not retrying", "credential", c.Name, "state", state, "err", err,
 			"action", sources.Advice(err))
