@@ -17,6 +17,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/tokenbroker/tokenbroker/api/client"
+	"github.com/tokenbroker/tokenbroker/cmd/tokenbroker/internal/config"
 	"github.com/tokenbroker/tokenbroker/sources"
 	"github.com/tokenbroker/tokenbroker/sources/oauthtest"
 )
@@ -78,9 +79,9 @@ func TestLoadConfigGlobals(t *testing.T) {
 		c := mustLoad(t, baseEnv("TOKENBROKER_CREDENTIALS=a", "TOKENBROKER_A_CLIENT_ID=id", "TOKENBROKER_A_CLIENT_SECRET=s",
 			"TOKENBROKER_A_TOKEN_URL=https://auth.example.com/token"))
 		want := Config{Socket: "/run/tb/tb.sock", StateDir: "/var/lib/tb", LogLevel: slog.LevelInfo, LogFormat: "",
-			RefreshAt: 0.85, RequestTimeout: 30 * time.Second, HandoutWait: 5 * time.Second, BackoffMax: 5 * time.Minute, ProviderConcurrency: 4, RedisPrefix: "tokenbroker:", RedisLockTTL: 15 * time.Second}
+			RefreshAt: 0.85, RequestTimeout: 30 * time.Second, HandoutWait: 5 * time.Second, BackoffMax: 5 * time.Minute, ProviderConcurrency: 4, RedisPrefix: "tokenbroker:", RedisLockTTL: 15 * time.Second, SocketMode: 0o660}
 		got := c
-		got.Credentials, got.Warnings, got.environ = nil, nil, nil
+		got.Credentials, got.Warnings = nil, nil
 		if fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Errorf("got  %+v\nwant %+v", got, want)
 		}
@@ -97,7 +98,7 @@ func TestLoadConfigGlobals(t *testing.T) {
 			t.Errorf("got redis %+v prefix %q keys %v", c.Redis, c.RedisPrefix, c.EncryptionKeys)
 		}
 		var out bytes.Buffer
-		writeCheck(&out, c)
+		config.WriteCheck(&out, c)
 		if strings.Contains(out.String(), key[:16]) || strings.Contains(out.String(), ":pw@") || !strings.Contains(out.String(), `key "new"`) {
 			t.Errorf("check output shows key material or the Redis password, or not the key id:\n%s", out.String())
 		}
@@ -151,7 +152,7 @@ func TestDefaultPaths(t *testing.T) {
 			if got := client.SocketFor(tc.uid, env(tc.env...)); got != tc.socket {
 				t.Errorf("SocketFor = %q, want %q", got, tc.socket)
 			}
-			got, ok := defaultStateDir(tc.uid, env(tc.env...))
+			got, ok := config.DefaultStateDir(tc.uid, env(tc.env...))
 			if got != tc.state || ok != (tc.state != "") {
 				t.Errorf("defaultStateDir = %q, %t; want %q", got, ok, tc.state)
 			}
@@ -277,7 +278,7 @@ func TestLoadConfigProviders(t *testing.T) {
 				t.Errorf("unexpected warnings: %q", c.Warnings)
 			}
 			tc.check(t, c.Credentials[0])
-			if _, _, err := c.Credentials[0].credential(nil, slog.New(slog.DiscardHandler)); err != nil {
+			if _, _, err := credential(c.Credentials[0], nil, slog.New(slog.DiscardHandler)); err != nil {
 				t.Errorf("credential: %v", err)
 			}
 		})
@@ -328,7 +329,7 @@ func TestConfiguredCredentialsGetTokens(t *testing.T) {
 				env = append(env, "TOKENBROKER_X_"+kv)
 			}
 			c := mustLoad(t, baseEnv(env...))
-			bc, _, err := c.Credentials[0].credential(&http.Client{Timeout: 10 * time.Second}, slog.New(slog.DiscardHandler))
+			bc, _, err := credential(c.Credentials[0], &http.Client{Timeout: 10 * time.Second}, slog.New(slog.DiscardHandler))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -621,7 +622,7 @@ func TestCheckShowsNoSecret(t *testing.T) {
 		"TOKENBROKER_INGEST_SCOPES=read_videos,write_videos",
 	))
 	var b bytes.Buffer
-	writeCheck(&b, c)
+	config.WriteCheck(&b, c)
 	out := b.String()
 	for _, printed := range []string{out, fmt.Sprintf("%v %+v %#v", c, c, c)} {
 		for _, s := range []string{cs, rt, pw, cs2} {
@@ -649,7 +650,7 @@ func TestFingerprint(t *testing.T) {
 	fp := func(kv ...string) string {
 		t.Helper()
 		c := mustLoad(t, baseEnv(append(slices.Clone(kv), base...)...))
-		bc, _, err := c.Credentials[0].credential(nil, slog.New(slog.DiscardHandler))
+		bc, _, err := credential(c.Credentials[0], nil, slog.New(slog.DiscardHandler))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -718,9 +719,9 @@ func FuzzLoadConfig(f *testing.F) {
 		if err != nil {
 			b.WriteString(err.Error())
 		} else {
-			writeCheck(&b, c)
+			config.WriteCheck(&b, c)
 			for _, cc := range c.Credentials {
-				bc, _, err := cc.credential(nil, slog.New(slog.DiscardHandler))
+				bc, _, err := credential(cc, nil, slog.New(slog.DiscardHandler))
 				if err != nil {
 					t.Fatalf("a loaded credential cannot be built: %v", err)
 				}

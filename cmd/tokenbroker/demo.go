@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tokenbroker/tokenbroker/cmd/tokenbroker/internal/config"
 	"github.com/tokenbroker/tokenbroker/sources/oauthtest"
 )
 
@@ -32,8 +33,11 @@ func demoCmd(stdout, stderr io.Writer) int {
 	}
 	defer os.RemoveAll(dir)
 
-	environ := withAwaitingCredential(demoEnviron(p, dir), p)
-	cfg, err := loadConfig(environ)
+	if err := setEnviron(withAwaitingCredential(demoEnviron(p, dir), p)); err != nil {
+		fmt.Fprintln(stderr, "tokenbroker demo:", err)
+		return exitFail
+	}
+	cfg, err := config.Load()
 	if err != nil {
 		printConfigErrors(stderr, err)
 		return exitFail

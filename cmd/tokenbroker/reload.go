@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tokenbroker/tokenbroker/cmd/tokenbroker/internal/config"
 	"github.com/tokenbroker/tokenbroker/sources"
 )
 
@@ -32,13 +33,13 @@ type live struct {
 // passwords. A configuration that no longer loads changes nothing: the
 // secrets in use stay, and the problems are logged. Tokens already issued
 // stay in use; nothing is refreshed early.
-func reloadSecrets(ctx context.Context, environ []string, creds []*live, log *slog.Logger) {
+func reloadSecrets(ctx context.Context, creds []*live, log *slog.Logger) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	t := time.NewTicker(secretPoll)
 	defer t.Stop()
-	seen := secretFiles(environ)
+	seen := secretFiles(os.Environ())
 	for {
 		why := ""
 		select {
@@ -47,13 +48,13 @@ func reloadSecrets(ctx context.Context, environ []string, creds []*live, log *sl
 		case <-hup:
 			why = "SIGHUP"
 		case <-t.C:
-			now := secretFiles(environ)
+			now := secretFiles(os.Environ())
 			if slices.Equal(now, seen) {
 				continue
 			}
 			seen, why = now, "a secret file changed"
 		}
-		cfg, err := loadConfig(environ)
+		cfg, err := config.Load()
 		if err != nil {
 			for _, line := range strings.Split(err.Error(), "\n") {
 				log.Error("secret reload failed; the secrets in use are kept", "reason", why, "problem", line)
@@ -75,13 +76,13 @@ func applySecrets(cfg Config, creds []*live, log *slog.Logger, why string) {
 		if !cc.Client.Secret.Equal(l.cfg.Client.Secret) || !cc.Client.PreviousSecret.Equal(l.cfg.Client.PreviousSecret) {
 			l.endpoint.SetClientSecrets(cc.Client.Secret, cc.Client.PreviousSecret)
 			l.cfg.Client.Secret, l.cfg.Client.PreviousSecret = cc.Client.Secret, cc.Client.PreviousSecret
-			log.Info("client secret reloaded; tokens in hand stay in use", "credential", cc.Name, "from", cc.Sources[sfxClientSecret], "reason", why)
+			log.Info("client secret reloaded; tokens in hand stay in use", "credential", cc.Name, "from", cc.Sources["CLIENT_SECRET"], "reason", why)
 			changed++
 		}
 		if l.password != nil && !cc.Password.Equal(l.cfg.Password) {
 			l.password.SetPassword(cc.Password)
 			l.cfg.Password = cc.Password
-			log.Info("password reloaded; tokens in hand stay in use", "credential", cc.Name, "from", cc.Sources[sfxPassword], "reason", why)
+			log.Info("password reloaded; tokens in hand stay in use", "credential", cc.Name, "from", cc.Sources["PASSWORD"], "reason", why)
 			changed++
 		}
 		if !cc.RefreshToken.Equal(l.cfg.RefreshToken) {
@@ -103,7 +104,7 @@ func secretFiles(environ []string) []string {
 	var out []string
 	for _, kv := range environ {
 		k, path, ok := strings.Cut(kv, "=")
-		if !ok || !strings.HasPrefix(k, envPrefix) || !strings.HasSuffix(k, fileSuffix) {
+		if !ok || !strings.HasPrefix(k, config.Prefix+"_") || !strings.HasSuffix(k, "_FILE") {
 			continue
 		}
 		fi, err := os.Stat(strings.TrimSpace(path))

@@ -17,8 +17,8 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker"
 )
 
-func serveCmd(environ []string, stderr io.Writer) int {
-	cfg, ok := configure(environ, stderr)
+func serveCmd(stderr io.Writer) int {
+	cfg, ok := configure(stderr)
 	if !ok {
 		return exitConfig
 	}
@@ -51,7 +51,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func()) erro
 	}
 	local.Sealer = sealer
 	metrics := api.NewMetrics(version)
-	crash := crashPoint(cfg.env())
+	crash := crashPoint(cfg.CrashAt)
 	var store broker.Store = local
 	if cfg.Redis != nil {
 		redis.SetLogger(redisLog{log})
@@ -71,7 +71,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func()) erro
 	creds := make([]broker.Credential, 0, len(cfg.Credentials))
 	lives := make([]*live, 0, len(cfg.Credentials))
 	for _, cc := range cfg.Credentials {
-		c, l, err := cc.credential(hc, log)
+		c, l, err := credential(cc, hc, log)
 		if err != nil {
 			return fmt.Errorf("credential %q: %w", cc.Name, err)
 		}
@@ -122,7 +122,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func()) erro
 		"credentials", len(creds), "version", version)
 	rctx, stopReload := context.WithCancel(ctx)
 	defer stopReload()
-	go reloadSecrets(rctx, cfg.env(), lives, log)
+	go reloadSecrets(rctx, lives, log)
 	if ready != nil {
 		ready()
 	}
@@ -158,8 +158,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func()) erro
 // crashPoint returns, when TOKENBROKER_TEST_CRASH_AT names a refresh step
 // (broker.CrashBeforeRequest, ...), a hook that kills this process with
 // SIGKILL the first time a refresh reaches it. Crash tests only.
-func crashPoint(environ []string) func(string) {
-	at := environMap(environ)[envPrefix+varTestCrashAt]
+func crashPoint(at string) func(string) {
 	if at == "" {
 		return nil
 	}
