@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
+	"sync"
 
 	"github.com/kelseyhightower/envconfig"
 )
@@ -57,15 +59,34 @@ func decode(p *problems, prefix string, spec any) {
 // variables maps each field of spec to its variable, as envconfig names it
 // (split_words: TokenURL under TOKENBROKER_FW is TOKENBROKER_FW_TOKEN_URL).
 func variables(prefix string, spec any) map[string]string {
+	m := map[string]string{}
+	for field, suffix := range fieldSuffixes(spec) {
+		m[field] = prefix + "_" + suffix
+	}
+	return m
+}
+
+// suffixCache holds fieldSuffixes by struct type: a broker with thousands
+// of credentials asks for the same names thousands of times.
+var suffixCache sync.Map // reflect.Type -> map[string]string
+
+// fieldSuffixes maps each field of spec to its variable without the
+// prefix, from envconfig's own naming (its usage template's keys).
+func fieldSuffixes(spec any) map[string]string {
+	t := reflect.TypeOf(spec)
+	if m, ok := suffixCache.Load(t); ok {
+		return m.(map[string]string)
+	}
 	var b strings.Builder
-	if err := envconfig.Usagef(prefix, spec, &b, "{{range .}}{{.Name}} {{usage_key .}}\n{{end}}"); err != nil {
+	if err := envconfig.Usagef("X", spec, &b, "{{range .}}{{.Name}} {{usage_key .}}\n{{end}}"); err != nil {
 		panic("config: " + err.Error())
 	}
 	m := map[string]string{}
 	for _, l := range strings.Split(strings.TrimSpace(b.String()), "\n") {
 		field, key, _ := strings.Cut(l, " ")
-		m[field] = key
+		m[field] = strings.TrimPrefix(key, "X_")
 	}
+	suffixCache.Store(t, m)
 	return m
 }
 
@@ -73,9 +94,10 @@ func variables(prefix string, spec any) map[string]string {
 // the scan for unknown variables accepts.
 func suffixes(spec any) []string {
 	var out []string
-	for _, k := range variables("X", spec) {
-		out = append(out, strings.TrimPrefix(k, "X_"))
+	for _, s := range fieldSuffixes(spec) {
+		out = append(out, s)
 	}
+	slices.Sort(out)
 	return out
 }
 

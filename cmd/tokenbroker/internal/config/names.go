@@ -52,42 +52,48 @@ func parseNames(p *problems, raw string) []string {
 func scan(p *problems, env map[string]string, names []string) {
 	global := append(suffixes(&Global{}), suffixes(&Redis{})...)
 	settings := suffixes(&Cred{})
+	byPrefix := make(map[string]string, len(names)) // TOKENBROKER_<NAME> -> name
+	for _, n := range names {
+		byPrefix[CredentialPrefix(n)] = n
+	}
 	keys := make([]string, 0, len(env))
 	for k := range env {
-		if strings.HasPrefix(k, Prefix+"_") {
+		if strings.HasPrefix(k, Prefix+"_") && !slices.Contains(global, k[len(Prefix)+1:]) {
 			keys = append(keys, k)
 		}
 	}
 	slices.Sort(keys)
 	for _, k := range keys {
-		rest := k[len(Prefix)+1:]
-		if slices.Contains(global, rest) {
-			continue
-		}
 		var claims []string
-		longest := ""
-		for _, n := range names {
-			pfx := CredentialPrefix(n) + "_"
-			if !strings.HasPrefix(k, pfx) {
-				continue
-			}
-			if len(pfx) > len(CredentialPrefix(longest))+1 || longest == "" {
-				longest = n
-			}
-			if slices.Contains(settings, k[len(pfx):]) {
+		for _, s := range settings {
+			if n, ok := byPrefix[strings.TrimSuffix(k, "_"+s)]; ok && strings.HasSuffix(k, "_"+s) {
 				claims = append(claims, n)
 			}
 		}
+		slices.SortFunc(claims, func(a, b string) int { return slices.Index(names, a) - slices.Index(names, b) })
 		switch {
 		case len(claims) > 1:
 			p.errorf(k, "is a setting of both credentials %s and %s; rename one of them", claims[0], claims[1])
 		case len(claims) == 1:
-		case longest != "":
-			p.errorf(k, "%s", unknownSetting(longest, k[len(CredentialPrefix(longest))+1:], settings))
+		case owner(k, byPrefix) != "":
+			n := owner(k, byPrefix)
+			p.errorf(k, "%s", unknownSetting(n, k[len(CredentialPrefix(n))+1:], settings))
 		default:
-			p.warnf(k, "%s", strayVariable(rest, names, global, settings))
+			p.warnf(k, "%s", strayVariable(k[len(Prefix)+1:], names, global, settings))
 		}
 	}
+}
+
+// owner is the listed credential with the longest prefix of k, or "".
+func owner(k string, byPrefix map[string]string) string {
+	for i := len(k) - 1; i > len(Prefix); i-- {
+		if k[i] == '_' {
+			if n, ok := byPrefix[k[:i]]; ok {
+				return n
+			}
+		}
+	}
+	return ""
 }
 
 func unknownSetting(name, setting string, settings []string) string {
