@@ -135,3 +135,13 @@ func TestEnvironmentSizeWarning(t *testing.T) {
 		t.Errorf("at 80%%: warnings %v, want one advising _FILE", p.warnings)
 	}
 }
+
+// A credential whose settings would read a global variable is refused:
+// TOKENBROKER_REDIS_PASSWORD is the fleet's, not credential redis's.
+func TestNameThatReadsAGlobalSetting(t *testing.T) {
+	setenv(t, "TOKENBROKER_CREDENTIALS=redis", "TOKENBROKER_REDIS_CLIENT_ID=id")
+	_, err := Load()
+	if err == nil || !strings.Contains(err.Error(), "TOKENBROKER_CREDENTIALS: redis would read TOKENBROKER_REDIS_") {
+		t.Errorf("err %v; want TOKENBROKER_CREDENTIALS refusing redis", err)
+	}
+}

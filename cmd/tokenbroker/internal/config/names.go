@@ -35,6 +35,8 @@ func parseNames(p *problems, raw string) []string {
 			p.errorf(name, "name %s %s", show(n), ne.Problem)
 		case slices.Contains(names, n):
 			p.errorf(name, "%s is listed twice; list each credential once", n)
+		case globalClash(n) != "":
+			p.errorf(name, "%s would read %s, a global setting, as its own; rename it", n, globalClash(n))
 		case byPrefix[CredentialPrefix(n)] != "":
 			p.errorf(name, "%s and %s both read the variables %s_*; rename one", byPrefix[CredentialPrefix(n)], n, CredentialPrefix(n))
 		default:
@@ -43,6 +45,18 @@ func parseNames(p *problems, raw string) []string {
 		}
 	}
 	return names
+}
+
+// globalClash is a global variable that credential n's settings would
+// also read (credential redis: TOKENBROKER_REDIS_PASSWORD), or "".
+func globalClash(n string) string {
+	global := append(suffixes(&Global{}), suffixes(&Redis{})...)
+	for _, s := range suffixes(&Cred{}) {
+		if v := CredentialPrefix(n) + "_" + s; slices.Contains(global, v[len(Prefix)+1:]) {
+			return v
+		}
+	}
+	return ""
 }
 
 // scan reports TOKENBROKER_ variables that nothing reads: an unknown
