@@ -70,7 +70,7 @@ type Cred struct {
 	ClientAuth               Text     `split_words:"true" type:"method" desc:"client_secret_basic (or basic), client_secret_post (or params), or none (default the preset's)"`
 	ScopeSeparator           Raw      `split_words:"true" type:"space|comma" desc:"how scopes are joined (default space)"`
 	Headers                  Text     `split_words:"true" type:"headers" desc:"extra request headers: Name: value; Name2: value2"`
-	LifetimeField            Text     `split_words:"true" type:"JSON field" desc:"the answer's field holding the lifetime in seconds (tried first)"`
+	LifetimeField            Text     `split_words:"true" type:"json-field" desc:"the answer's field holding the lifetime in seconds (tried first)"`
 	TokenTypes               Text     `split_words:"true" type:"list" desc:"token_type values accepted besides bearer, separated by commas"`
 	RefreshSendsSecret       Switch   `split_words:"true" type:"true|false" desc:"refresh sends client_secret (default the preset's, true)"`
 	RefreshSendsRedirectURI  Switch   `split_words:"true" type:"true|false" desc:"refresh sends redirect_uri (default the preset's, false)"`
