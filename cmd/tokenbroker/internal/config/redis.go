@@ -35,6 +35,8 @@ func loadRedis(p *problems, r *Redis, c *Config) {
 	urlName, addrsName := Prefix+"_REDIS_URL", Prefix+"_REDIS_ADDRS"
 	o := &redis.UniversalOptions{}
 	switch {
+	case r.RedisURL.bad:
+		return // decode reported it
 	case r.RedisURL.set() && r.RedisAddrs.set():
 		p.errorf(addrsName, "set together with %s; use the URL for one server, the addresses for Sentinel or Cluster", urlName)
 		return
