@@ -14,20 +14,11 @@ import (
 )
 
 // MaxNameLen is the longest credential name.
-const MaxNameLen = 64
+const MaxNameLen = broker.MaxNameLen
 
-// validName reports whether name is 1 to 64 characters of [a-z0-9_-].
-func validName(name string) bool {
-	if len(name) == 0 || len(name) > MaxNameLen {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		if !isNameByte(name[i]) {
-			return false
-		}
-	}
-	return true
-}
+// validName is the broker's credential-name rule, so that api and the
+// broker never disagree about a name.
+func validName(name string) bool { return broker.ValidName(name) }
 
 func isNameByte(c byte) bool {
 	return 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_' || c == '-'

@@ -203,8 +203,11 @@ func New(opts Options, creds []Credential) (*Broker, error) {
 	}
 	b := &Broker{opts: opts, log: opts.Logger, creds: map[string]*cred{}, byKey: map[string]*cred{}, sched: newScheduler(), queues: map[string]*refreshQueue{}, eps: map[string]*endpoint{}}
 	for _, c := range creds {
-		if c.Name == "" || c.Source == nil {
-			return nil, fmt.Errorf("broker: credential %q has no name or source", c.Name)
+		if err := CheckName(c.Name); err != nil {
+			return nil, fmt.Errorf("broker: %w", err)
+		}
+		if c.Source == nil {
+			return nil, fmt.Errorf("broker: credential %q has no source", c.Name)
 		}
 		if _, dup := b.creds[c.Name]; dup {
 			return nil, fmt.Errorf("broker: credential %q is listed twice", c.Name)

@@ -193,6 +193,9 @@ func (b *Broker) runRefresh(ctx context.Context, c *cred) {
 	case down && next.IsZero():
 		b.log.Warn("refresh failed; waiting for the provider endpoint to answer a probe", "credential", c.Name,
 			"failures", failures, "err", err)
+	case next.IsZero() && errors.Is(err, sources.ErrNoRefreshToken):
+		// Waiting for authorize is a state, not a fault: said once, at WARN.
+		b.log.Warn("no refresh token yet; waiting for authorization", "credential", c.Name, "action", sources.Advice(err))
 	case next.IsZero():
 		b.log.Error("refresh refused; not retrying", "credential", c.Name, "state", state, "err", err,
 			"action", sources.Advice(err))

@@ -3,9 +3,12 @@ package sources
 import (
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/oauth2"
 )
@@ -79,33 +82,135 @@ var (
 // Serves reports whether the dialect runs grant g.
 func (d *Dialect) Serves(g Grant) bool { return len(d.Grants) == 0 || slices.Contains(d.Grants, g) }
 
-// Validate reports what is wrong with a dialect, one error per problem.
+// Field names a Dialect setting in a FieldError, so that a caller can say
+// which of its own settings (a variable, a flag) to change.
+type Field string
+
+// The fields Validate checks.
+const (
+	FieldTokenURL        Field = "TokenURL"
+	FieldAuthorizeURL    Field = "AuthorizeURL"
+	FieldMethod          Field = "Method"
+	FieldParams          Field = "Params"
+	FieldClientAuth      Field = "ClientAuth"
+	FieldScopeSeparator  Field = "ScopeSeparator"
+	FieldHeaders         Field = "Headers"
+	FieldLifetimeFields  Field = "LifetimeFields"
+	FieldTokenTypes      Field = "TokenTypes"
+	FieldDefaultLifetime Field = "DefaultLifetime"
+)
+
+// FieldError is one problem with one Dialect field: what is wrong and what
+// to do, without naming where the value came from.
+type FieldError struct {
+	Field   Field
+	Problem string
+}
+
+func (e *FieldError) Error() string { return string(e.Field) + ": " + e.Problem }
+
+// ForbiddenHeaders are set by the exchange itself, or carry credentials that
+// belong in the client authentication and the secrets.
+var ForbiddenHeaders = []string{"Authorization", "Proxy-Authorization", "Cookie", "Host", "Content-Type", "Content-Length", "Transfer-Encoding"}
+
+// Validate reports what is wrong with a dialect, one *FieldError per
+// problem. It is the one place these rules live.
 func (d *Dialect) Validate() []error {
 	var errs []error
+	add := func(f Field, format string, args ...any) {
+		errs = append(errs, &FieldError{Field: f, Problem: fmt.Sprintf(format, args...)})
+	}
 	if d.TokenURL == "" {
-		errs = append(errs, fmt.Errorf("no token URL"))
-	} else if !strings.HasPrefix(d.TokenURL, "https://") && !strings.HasPrefix(d.TokenURL, "http://") {
-		errs = append(errs, fmt.Errorf("token URL %q is not an http(s) URL", d.TokenURL))
+		add(FieldTokenURL, "no token endpoint; set the server's token URL (https://...)")
+	} else if p := endpointProblem(d.TokenURL); p != "" {
+		add(FieldTokenURL, "%s", p)
+	}
+	if p := endpointProblem(d.AuthorizeURL); d.AuthorizeURL != "" && p != "" {
+		add(FieldAuthorizeURL, "%s", p)
 	}
 	switch d.Method {
 	case "", http.MethodPost, http.MethodGet:
 	default:
-		errs = append(errs, fmt.Errorf("method %q is not GET or POST", d.Method))
+		add(FieldMethod, "%q is not GET or POST; use one of them", d.Method)
 	}
 	switch d.Params {
 	case "", InBody, InQuery:
 	default:
-		errs = append(errs, fmt.Errorf("parameter placement %q is not body or query", d.Params))
+		add(FieldParams, "%q is not body or query; use one of them", d.Params)
 	}
 	if d.Method == http.MethodGet && d.Params == InBody {
-		errs = append(errs, fmt.Errorf("a GET token endpoint cannot take parameters in the body"))
+		add(FieldParams, "body cannot go with a GET token endpoint; use query, or the POST method")
 	}
-	switch d.ClientAuth {
-	case oauth2.AuthStyleInParams, oauth2.AuthStyleInHeader:
+	if d.ClientAuth != oauth2.AuthStyleInParams && d.ClientAuth != oauth2.AuthStyleInHeader {
+		add(FieldClientAuth, "must be client_secret_basic or client_secret_post (AutoDetect retries, which can replay a rotating refresh token)")
+	}
+	switch d.ScopeSeparator {
+	case "", " ", ",":
 	default:
-		errs = append(errs, fmt.Errorf("client auth must be params or basic"))
+		add(FieldScopeSeparator, "%q is not a scope separator; use space or comma", d.ScopeSeparator)
+	}
+	for k, v := range d.Headers {
+		switch {
+		case !validHeaderName(k):
+			add(FieldHeaders, "%q is not a valid header name; fix it", k)
+		case slices.Contains(ForbiddenHeaders, http.CanonicalHeaderKey(k)):
+			add(FieldHeaders, "%s cannot be set here: the broker sets it, or it carries credentials; use CLIENT_AUTH and CLIENT_SECRET", http.CanonicalHeaderKey(k))
+		case v == "" || hasControl(v):
+			add(FieldHeaders, "the value of %s is empty or holds a control character; fix it", k)
+		}
+	}
+	for _, f := range d.LifetimeFields {
+		if f == "" || strings.ContainsFunc(f, func(r rune) bool { return r <= ' ' || r == 0x7f || r == '"' }) {
+			add(FieldLifetimeFields, "%q is not a JSON field name; set the field holding the lifetime in seconds, e.g. token_expires_in", f)
+		}
+	}
+	for _, tt := range d.TokenTypes {
+		if tt == "" || strings.ContainsFunc(tt, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+			add(FieldTokenTypes, "%q is not a token type; list token_type values separated by commas", tt)
+		}
+	}
+	if d.DefaultLifetime < 0 || d.DefaultLifetime > MaxLifetime {
+		add(FieldDefaultLifetime, "%s is outside 1s to %s; use a duration in that range", d.DefaultLifetime, MaxLifetime)
 	}
 	return errs
+}
+
+// endpointProblem says what keeps s from being a token or authorization
+// endpoint, or "". It never echoes user info, which may hold a password.
+func endpointProblem(s string) string {
+	u, err := url.Parse(s)
+	switch {
+	case err == nil && u.User != nil:
+		return "holds a user name or password; remove them and use CLIENT_ID and CLIENT_SECRET"
+	case err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "":
+		return fmt.Sprintf("%s is not an http(s) URL; set the provider's endpoint, e.g. https://auth.example.com/oauth/token", quoteShort(s))
+	case u.Fragment != "":
+		return fmt.Sprintf("%s has a #fragment; remove it", quoteShort(s))
+	}
+	return ""
+}
+
+func validHeaderName(s string) bool {
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("!#$%&'*+-.^_`|~", r)) {
+			return false
+		}
+	}
+	return s != ""
+}
+
+func hasControl(s string) bool {
+	return strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f || r == utf8.RuneError })
+}
+
+// quoteShort quotes a non-secret value for a message, shortened, so that a
+// stray control character cannot forge a line.
+func quoteShort(s string) string {
+	const max = 80
+	if utf8.RuneCountInString(s) > max {
+		s = string([]rune(s)[:max]) + "…"
+	}
+	return strconv.Quote(s)
 }
 
 func (d *Dialect) method() string {

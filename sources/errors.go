@@ -97,7 +97,9 @@ func Advice(err error) string {
 	case errors.Is(err, ErrReauthorize):
 		return "the refresh token is no longer valid: authorize again (tokenbroker authorize NAME) or set a new refresh token"
 	case errors.As(err, &pe) && pe.Code == "invalid_client":
-		return "the provider does not accept the client id or secret: check them"
+		// Sources names no variable; the setting's suffix is what an
+		// operator greps for, as with SCOPES and REFRESH_TOKEN.
+		return "the provider does not accept the client's authentication: check the client id and secret, and the client authentication method (CLIENT_AUTH: client_secret_basic or client_secret_post)"
 	case errors.As(err, &pe) && pe.Code == "invalid_scope":
 		return "the provider refuses the requested scopes: check the SCOPES setting"
 	case errors.Is(err, ErrRejected):
@@ -107,20 +109,48 @@ func Advice(err error) string {
 	}
 }
 
-// clean shortens provider-supplied text and drops control characters, so a
-// hostile answer cannot forge log lines or flood an error.
+// descriptionMax bounds provider-supplied text. Descriptions that say what
+// to change run to a few sentences; past this, text is noise or a flood.
+const descriptionMax = 600
+
+// clean drops control characters from provider-supplied text, so a hostile
+// answer cannot forge log lines, and bounds it without cutting a word: a
+// description cut before the words that say what to change is worse than
+// none. Over the bound, it keeps whole sentences (or whole words) and marks
+// the cut with "…".
 func clean(s string) string {
-	const max = 200
 	var b strings.Builder
 	for _, r := range s {
-		if b.Len() >= max {
-			b.WriteString("…")
-			break
-		}
 		if r < 0x20 || r == 0x7f {
 			r = ' '
 		}
 		b.WriteRune(r)
+		if b.Len() > descriptionMax {
+			break
+		}
 	}
-	return b.String()
+	out := b.String()
+	if b.Len() <= descriptionMax {
+		return out
+	}
+	out = out[:descriptionMax]
+	if i := lastSentenceEnd(out); i > descriptionMax/2 {
+		return out[:i] + " …"
+	}
+	if i := strings.LastIndexByte(out, ' '); i > 0 {
+		return strings.TrimRight(out[:i], " ") + " …"
+	}
+	return strings.ToValidUTF8(out, "") + "…"
+}
+
+// lastSentenceEnd is the index just past the last ". ", "! " or "? " in s,
+// or 0.
+func lastSentenceEnd(s string) int {
+	end := 0
+	for _, p := range []string{". ", "! ", "? "} {
+		if i := strings.LastIndex(s, p); i >= 0 && i+1 > end {
+			end = i + 1
+		}
+	}
+	return end
 }

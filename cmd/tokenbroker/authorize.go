@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/api/client"
+	"github.com/tokenbroker/tokenbroker/cmd/tokenbroker/internal/config"
 )
 
 // authorizeCmd runs the authorization-code flow for a refresh_token
@@ -43,6 +44,11 @@ func authorizeCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) int 
 	defer c.Close()
 
 	ar, err := c.BeginAuthorization(ctx, name)
+	var ce *client.Error
+	if errors.As(err, &ce) && ce.Code == "not_authorizable" {
+		return fail(stderr, fmt.Errorf("%w; set %s_GRANT=refresh_token (with its AUTHORIZE_URL and REDIRECT_URI), restart the broker, then run tokenbroker authorize %s again",
+			err, config.CredentialPrefix(name), name))
+	}
 	if err != nil {
 		return fail(stderr, err)
 	}
@@ -50,7 +56,7 @@ func authorizeCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) int 
 	if loop, ok := loopback(ar.RedirectURI); ok && !*paste {
 		ln, err := net.Listen("tcp", loop.Host)
 		if err != nil {
-			return fail(stderr, fmt.Errorf("credential %q: cannot listen on the redirect URI's address %s: %v; free it, or use --paste", name, loop.Host, err))
+			return fail(stderr, fmt.Errorf("credential %q: cannot listen on the redirect URI's address %s: %v; free it, or use --paste (the way when the registered redirect is fixed: listening needs a client that accepts any loopback port, RFC 8252)", name, loop.Host, err))
 		}
 		defer ln.Close()
 		wait = serveCallback(ln, loop.Path, *timeout)
@@ -65,9 +71,9 @@ func authorizeCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) int 
 		return fail(stderr, fmt.Errorf("credential %q: %v; nothing changed, run tokenbroker authorize %s again", name, err, name))
 	}
 	if e := answer.Get("error"); e != "" {
-		msg := fmt.Sprintf("the provider refused: %s", printable(e))
+		msg := fmt.Sprintf("the provider refused: %s", config.Printable(e))
 		if d := answer.Get("error_description"); d != "" {
-			msg += " (" + printable(d) + ")"
+			msg += " (" + config.Printable(d) + ")"
 		}
 		if e == "access_denied" {
 			msg += ": access was denied at the provider's consent page"
@@ -140,7 +146,7 @@ func serveCallback(ln net.Listener, path string, timeout time.Duration) func() (
 		case q := <-got:
 			return q, nil
 		case <-time.After(timeout):
-			return nil, fmt.Errorf("no answer from the browser within %s (use --paste on a host without a browser)", timeout)
+			return nil, fmt.Errorf("no answer from the browser within %s (use --paste on a host without a browser, or when the provider sends the browser to a fixed registered redirect other than this one)", timeout)
 		}
 	}
 }

@@ -181,3 +181,20 @@ func TestAuthorizeFlow(t *testing.T) {
 		t.Errorf("reuse events %d, want 0", s.ReuseEvents)
 	}
 }
+
+// authorize for a credential whose grant is not refresh_token says which
+// variable to set, not only that it cannot.
+func TestAuthorizeNamesTheGrantVariable(t *testing.T) {
+	p := oauthtest.StartTest(t, oauthtest.Options{AccessLifetime: time.Hour})
+	p.AddClient(oauthtest.Client{ID: "ing", Secret: "ing-secret-auth", Dialect: oauthtest.Ingest})
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "tb.sock")
+	startDaemon(t, []string{"TOKENBROKER_SOCKET=" + sock, "TOKENBROKER_STATE_DIR=" + filepath.Join(dir, "state"),
+		"TOKENBROKER_CREDENTIALS=lp", "TOKENBROKER_LP_PROVIDER=ingest", "TOKENBROKER_LP_GRANT=client_credentials",
+		"TOKENBROKER_LP_TOKEN_URL=" + p.TokenURL(oauthtest.Ingest), "TOKENBROKER_LP_CLIENT_ID=ing",
+		"TOKENBROKER_LP_CLIENT_SECRET=ing-secret-auth"}, sock, &syncBuffer{})
+	_, wait := runAuthorize(t, sock, nil)
+	if code, _, stderr := wait(); code != exitFail || !strings.Contains(stderr, "TOKENBROKER_LP_GRANT=refresh_token") {
+		t.Errorf("exit %d, %q; want 1 naming TOKENBROKER_LP_GRANT=refresh_token", code, stderr)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tokenbroker/tokenbroker/cmd/tokenbroker/internal/config"
 	"github.com/tokenbroker/tokenbroker/sources/oauthtest"
 )
 
@@ -32,8 +33,11 @@ func demoCmd(stdout, stderr io.Writer) int {
 	}
 	defer os.RemoveAll(dir)
 
-	environ := withAwaitingCredential(demoEnviron(p, dir), p)
-	cfg, err := loadConfig(environ)
+	if err := setEnviron(withAwaitingCredential(demoEnviron(p, dir), p)); err != nil {
+		fmt.Fprintln(stderr, "tokenbroker demo:", err)
+		return exitFail
+	}
+	cfg, err := config.Load()
 	if err != nil {
 		printConfigErrors(stderr, err)
 		return exitFail
@@ -62,7 +66,7 @@ Credentials: %s. Stop with Ctrl-C.
 
 `, demoLifetime, sock, sock, sock, demoAwaiting, sock, demoAwaiting, strings.Join(credNames(cfg), ", "))
 	}
-	if err := serve(ctx, cfg, log, ready); err != nil {
+	if err := serve(ctx, cfg, os.Environ(), log, ready); err != nil {
 		log.Error("demo stopped", "err", err)
 		return exitFail
 	}

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/term"
+
+	"github.com/tokenbroker/tokenbroker/cmd/tokenbroker/internal/config"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -34,6 +36,7 @@ Usage:
                               [--paste] on a host without a browser; [--timeout 5m]
   tokenbroker check           validate the configuration and print it, secrets redacted
   tokenbroker demo            run against a built-in local provider, to see it work
+  tokenbroker help env        list every TOKENBROKER_* variable: type, default, meaning
   tokenbroker version
 
 See README.md for the configuration reference.
@@ -58,7 +61,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	cmd, rest := args[0], args[1:]
 	switch cmd {
 	case "serve":
-		return serveCmd(os.Environ(), stderr)
+		return serveCmd(stderr)
 	case "token":
 		return tokenCmd(rest, stdout, stderr)
 	case "status":
@@ -68,13 +71,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "authorize":
 		return authorizeCmd(rest, os.Stdin, stdout, stderr)
 	case "check":
-		return checkCmd(os.Environ(), stdout, stderr)
+		return checkCmd(stdout, stderr)
 	case "demo":
 		return demoCmd(stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "tokenbroker", version)
 		return exitOK
 	case "help", "-h", "--help":
+		if len(rest) == 1 && rest[0] == "env" {
+			if err := config.WriteUsage(stdout); err != nil {
+				fmt.Fprintln(stderr, "tokenbroker:", err)
+				return exitFail
+			}
+			return exitOK
+		}
 		fmt.Fprint(stdout, usage)
 		return exitOK
 	}
@@ -91,8 +101,8 @@ func printConfigErrors(w io.Writer, err error) {
 }
 
 // configure loads the configuration, printing warnings and every problem.
-func configure(environ []string, stderr io.Writer) (Config, bool) {
-	cfg, err := loadConfig(environ)
+func configure(stderr io.Writer) (Config, bool) {
+	cfg, err := config.Load()
 	for _, w := range cfg.Warnings {
 		fmt.Fprintln(stderr, "tokenbroker: warning:", w)
 	}
@@ -103,12 +113,12 @@ func configure(environ []string, stderr io.Writer) (Config, bool) {
 	return cfg, true
 }
 
-func checkCmd(environ []string, stdout, stderr io.Writer) int {
-	cfg, ok := configure(environ, stderr)
+func checkCmd(stdout, stderr io.Writer) int {
+	cfg, ok := configure(stderr)
 	if !ok {
 		return exitConfig
 	}
-	writeCheck(stdout, cfg)
+	config.WriteCheck(stdout, cfg)
 	return exitOK
 }
 

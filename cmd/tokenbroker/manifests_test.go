@@ -29,6 +29,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/tokenbroker/tokenbroker/cmd/tokenbroker/internal/config"
 )
 
 const (
@@ -1031,7 +1033,7 @@ func TestKubeManifestBroker(t *testing.T) {
 		refused := false
 		for _, kv := range environ {
 			k, p, _ := strings.Cut(kv, "=")
-			if s, err := readSecretFile(p); err != nil {
+			if s, err := config.ReadSecretFile(p); err != nil {
 				t.Errorf("broker: %s: the broker refuses the file the kubelet writes (mode %04o): %v", k, modes[name], err)
 				refused = true
 				break
@@ -1048,7 +1050,7 @@ func TestKubeManifestBroker(t *testing.T) {
 		}
 		for _, kv := range environ {
 			k, p, _ := strings.Cut(kv, "=")
-			if s, err := readSecretFile(p); err != nil || s.Reveal() != "value-2" {
+			if s, err := config.ReadSecretFile(p); err != nil || s.Reveal() != "value-2" {
 				t.Errorf("broker: %s: after the kubelet's swap, read %q, %v; want value-2", k, s.Reveal(), err)
 			}
 		}

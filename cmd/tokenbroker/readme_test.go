@@ -32,6 +32,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -415,27 +416,48 @@ func TestReadmeExampleFiles(t *testing.T) {
 	}
 }
 
-// Every variable the configuration loader knows is in the README.
+// The README's variable tables and `tokenbroker help env`, which prints
+// the settings structs' tags, name the same variables, and where the README
+// gives a default in backquotes, the same default.
 func TestReadmeConfigReference(t *testing.T) {
 	b, err := os.ReadFile(filepath.Join(readmeRoot(t), "README.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	readme := string(b)
-	for _, v := range globalVars {
-		if v == varTestCrashAt || strings.HasSuffix(v, fileSuffix) { // _FILE: "(or `_FILE`)"
-			continue
-		}
-		if !strings.Contains(readme, "`"+envPrefix+v) {
-			t.Errorf("README.md does not document %s%s", envPrefix, v)
+	var out, errOut bytes.Buffer
+	if code := run([]string{"help", "env"}, &out, &errOut); code != exitOK {
+		t.Fatalf("help env: exit %d: %s", code, errOut.String())
+	}
+	usage := map[string]string{} // variable -> default
+	for _, l := range strings.Split(out.String(), "\n") {
+		if f := strings.Fields(l); len(f) > 3 && strings.HasPrefix(f[0], envPrefix) {
+			usage[f[0]] = f[2]
 		}
 	}
-	for _, s := range credentialSettings {
-		if strings.HasSuffix(s, fileSuffix) {
-			continue
+	if len(usage) < 40 {
+		t.Fatalf("help env lists %d variables:\n%s", len(usage), out.String())
+	}
+	const credPrefix = envPrefix + "<NAME>"
+	for v, def := range usage {
+		documented := "`" + v + "`"
+		if s, ok := strings.CutPrefix(v, credPrefix); ok {
+			documented = "`" + s + "`"
 		}
-		if !strings.Contains(readme, "`_"+s+"`") {
-			t.Errorf("README.md does not document the per-credential setting _%s", s)
+		base, isFile := strings.CutSuffix(documented, fileSuffix+"`")
+		switch {
+		case isFile && strings.Contains(readme, base+"` (or `_FILE`)"), isFile && strings.Contains(readme, base+"`") && strings.Contains(readme, "may instead be given as\n`_FILE`"):
+		case !strings.Contains(readme, documented):
+			t.Errorf("README.md does not document %s (help env lists it)", v)
+		}
+		row := regexp.MustCompile("(?m)^\\| " + regexp.QuoteMeta(documented) + "[^|]* \\| `([^`]*)` \\|").FindStringSubmatch(readme)
+		if row != nil && def != "-" && row[1] != def {
+			t.Errorf("README.md gives %s the default %q; help env says %q", v, row[1], def)
+		}
+	}
+	for _, m := range regexp.MustCompile("(?m)^\\| `(TOKENBROKER_[A-Z_]+)`").FindAllStringSubmatch(readme, -1) {
+		if _, ok := usage[m[1]]; !ok {
+			t.Errorf("README.md documents %s, which help env does not list", m[1])
 		}
 	}
 }

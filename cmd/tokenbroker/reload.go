@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tokenbroker/tokenbroker/cmd/tokenbroker/internal/config"
 	"github.com/tokenbroker/tokenbroker/sources"
 )
 
@@ -64,7 +65,7 @@ func reloadSecrets(ctx context.Context, environ []string, creds []*live, log *sl
 			}
 			seen, why = now, "a secret file changed"
 		}
-		cfg, err := loadConfig(environ)
+		cfg, err := loadFrom(environ)
 		if err != nil {
 			for _, line := range strings.Split(err.Error(), "\n") {
 				log.Error("secret reload failed; the secrets in use are kept", "reason", why, "problem", line)
@@ -86,13 +87,13 @@ func applySecrets(cfg Config, creds []*live, log *slog.Logger, why string) {
 		if !cc.Client.Secret.Equal(l.secret) || !cc.Client.PreviousSecret.Equal(l.previous) {
 			l.endpoint.SetClientSecrets(cc.Client.Secret, cc.Client.PreviousSecret)
 			l.secret, l.previous = cc.Client.Secret, cc.Client.PreviousSecret
-			log.Info("client secret reloaded; tokens in hand stay in use", "credential", cc.Name, "from", cc.Sources[sfxClientSecret], "reason", why)
+			log.Info("client secret reloaded; tokens in hand stay in use", "credential", cc.Name, "from", cc.Sources["CLIENT_SECRET"], "reason", why)
 			changed++
 		}
 		if l.passwordSource != nil && !cc.Password.Equal(l.password) {
 			l.passwordSource.SetPassword(cc.Password)
 			l.password = cc.Password
-			log.Info("password reloaded; tokens in hand stay in use", "credential", cc.Name, "from", cc.Sources[sfxPassword], "reason", why)
+			log.Info("password reloaded; tokens in hand stay in use", "credential", cc.Name, "from", cc.Sources["PASSWORD"], "reason", why)
 			changed++
 		}
 		if !cc.RefreshToken.Equal(l.refreshToken) {
@@ -114,7 +115,7 @@ func secretFiles(environ []string) []string {
 	var out []string
 	for _, kv := range environ {
 		k, path, ok := strings.Cut(kv, "=")
-		if !ok || !strings.HasPrefix(k, envPrefix) || !strings.HasSuffix(k, fileSuffix) {
+		if !ok || !strings.HasPrefix(k, config.Prefix+"_") || !strings.HasSuffix(k, "_FILE") {
 			continue
 		}
 		fi, err := os.Stat(strings.TrimSpace(path))
@@ -130,4 +131,22 @@ func secretFiles(environ []string) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// loadFrom loads the configuration from environ. envconfig reads only the
+// process environment, which serve keeps free of TOKENBROKER_ variables
+// (shedOwnVariables): they are set for the load and unset after it. Unset
+// one by one, not cleared, since other goroutines may read the rest.
+func loadFrom(environ []string) (Config, error) {
+	if err := setEnviron(environ); err != nil {
+		return Config{}, err
+	}
+	defer func() {
+		for _, kv := range os.Environ() {
+			if k, _, _ := strings.Cut(kv, "="); strings.HasPrefix(k, config.Prefix+"_") {
+				os.Unsetenv(k)
+			}
+		}
+	}()
+	return config.Load()
 }

@@ -17,26 +17,28 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/api"
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/cmd/tokenbroker/internal/config"
 	"github.com/tokenbroker/tokenbroker/sources"
 )
 
-func serveCmd(environ []string, stderr io.Writer) int {
-	cfg, ok := configure(environ, stderr)
+func serveCmd(stderr io.Writer) int {
+	cfg, ok := configure(stderr)
 	if !ok {
 		return exitConfig
 	}
 	log := newLogger(cfg, stderr)
-	shedOwnVariables(environ)
-	if environMap(environ)["GOGC"] == "" {
+	environ := os.Environ() // what a reload reads again
+	if os.Getenv("GOGC") == "" {
 		// Nearly all of the broker's heap is its credentials, kept for
 		// the whole run, and the default GOGC=100 lets the heap grow to
 		// twice that before collecting, which top and a container limit
 		// see as RSS. Handouts make little garbage; 50 costs little CPU.
 		debug.SetGCPercent(defaultGCPercent)
 	}
+	shedOwnVariables(environ)
 	ctx, stop := signalContext(stderr)
 	defer stop()
-	if err := serve(ctx, cfg, log, nil); err != nil {
+	if err := serve(ctx, cfg, environ, log, nil); err != nil {
 		log.Error("tokenbroker stopped", "err", err)
 		return exitFail
 	}
@@ -44,17 +46,17 @@ func serveCmd(environ []string, stderr io.Writer) int {
 }
 
 // shedOwnVariables removes the TOKENBROKER_ variables from the process's
-// environment once they are read. The daemon reads them from environ (a
-// reload too), never with os.Getenv; but the first os.Getenv by any package
-// (TZ, proxies) makes Go index the whole environment, a map that at 5,000
-// credentials (30,000 variables) holds 1.7 MB for the whole run. Other
-// variables stay, the first of duplicates winning as in Getenv.
+// environment once they are read, before any goroutine starts. The first
+// os.Getenv makes Go index the whole environment, a map that at 5,000
+// credentials (30,000 variables) holds 1.7 MB for the whole run; Clearenv
+// drops it. Other variables stay, the first of duplicates winning as in
+// Getenv. A reload reads the variables from its copy (loadFrom).
 func shedOwnVariables(environ []string) {
 	var keep [][2]string
 	seen := map[string]bool{}
 	for _, kv := range environ {
 		k, v, ok := strings.Cut(kv, "=")
-		if ok && k != "" && !strings.HasPrefix(k, envPrefix) && !seen[k] {
+		if ok && k != "" && !strings.HasPrefix(k, config.Prefix+"_") && !seen[k] {
 			seen[k] = true
 			keep = append(keep, [2]string{k, v})
 		}
@@ -70,7 +72,8 @@ const defaultGCPercent = 50
 
 // serve runs the daemon until ctx ends. ready, when not nil, is called once
 // the socket accepts handouts.
-func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func()) error {
+// environ is what a reload reads the configuration from.
+func serve(ctx context.Context, cfg Config, environ []string, log *slog.Logger, ready func()) error {
 	if err := harden(); err != nil {
 		log.Warn("cannot disable core dumps; secrets could land in a core file", "err", err)
 	}
@@ -87,7 +90,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func()) erro
 	}
 	local.Sealer = sealer
 	metrics := api.NewMetrics(api.MetricsOptions{Version: version, PerCredential: cfg.MetricsPerCredential})
-	crash := crashPoint(cfg.env())
+	crash := crashPoint(cfg.CrashAt)
 	var store broker.Store = local
 	if cfg.Redis != nil {
 		redis.SetLogger(redisLog{log})
@@ -110,7 +113,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func()) erro
 	access := map[string]api.Access{} // only the restricted: a missing name is open
 	dialects := map[string]*sources.Dialect{}
 	for _, cc := range cfg.Credentials {
-		c, l, err := cc.credential(hc, log)
+		c, l, err := credential(cc, hc, log)
 		if err != nil {
 			return fmt.Errorf("credential %q: %w", cc.Name, err)
 		}
@@ -138,8 +141,8 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func()) erro
 		HandoutWait:         cfg.HandoutWait,
 		RequestTimeout:      cfg.RequestTimeout,
 		AnswerTimeout:       cfg.AnswerTimeout,
-		BackoffMax:          cfg.BackoffMax,
 		ProbeInterval:       cfg.ProbeInterval,
+		BackoffMax:          cfg.BackoffMax,
 		ProviderConcurrency: cfg.ProviderConcurrency,
 		Observer:            metrics,
 		CrashPoint:          crash,
@@ -173,7 +176,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func()) erro
 		"credentials", n, "version", version)
 	rctx, stopReload := context.WithCancel(ctx)
 	defer stopReload()
-	go reloadSecrets(rctx, cfg.env(), lives, log)
+	go reloadSecrets(rctx, environ, lives, log)
 	if ready != nil {
 		ready()
 	}
@@ -209,8 +212,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func()) erro
 // crashPoint returns, when TOKENBROKER_TEST_CRASH_AT names a refresh step
 // (broker.CrashBeforeRequest, ...), a hook that kills this process with
 // SIGKILL the first time a refresh reaches it. Crash tests only.
-func crashPoint(environ []string) func(string) {
-	at := environMap(environ)[envPrefix+varTestCrashAt]
+func crashPoint(at string) func(string) {
 	if at == "" {
 		return nil
 	}
