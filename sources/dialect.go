@@ -213,6 +213,17 @@ func quoteShort(s string) string {
 	return strconv.Quote(s)
 }
 
+// WithDefaults is a copy of d with the defaults an exchange applies made
+// explicit, for a reader (tokenbroker check). It shares d's slices and the
+// defaults' own: do not change them in place.
+func (d *Dialect) WithDefaults() Dialect {
+	e := *d
+	e.Method, e.Params, e.ScopeSeparator = d.method(), d.placement(), d.scopeSeparator()
+	e.LifetimeFields, e.RefreshLifetimeFields = d.lifetimeFields(), d.refreshLifetimeFields()
+	e.DefaultLifetime, e.MaxLifetime = d.defaultLifetime(), d.maxLifetime()
+	return e
+}
+
 func (d *Dialect) method() string {
 	if d.Method == "" {
 		return http.MethodPost

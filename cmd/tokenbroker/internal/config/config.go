@@ -10,14 +10,12 @@ package config
 import (
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tokenbroker/tokenbroker/api"
-	"github.com/tokenbroker/tokenbroker/api/client"
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/sources"
 )
@@ -110,6 +108,7 @@ func Load() (Config, error) {
 	decode(p, Prefix, &g)
 	decode(p, Prefix, &r)
 	c := Config{
+		LogFormat:           g.LogFormat.V,
 		RefreshAt:           g.RefreshAt.V,
 		RequestTimeout:      g.RequestTimeout.V,
 		AnswerTimeout:       g.AnswerTimeout.V,
@@ -117,16 +116,18 @@ func Load() (Config, error) {
 		BackoffMax:          g.BackoffMax.V,
 		ProbeInterval:       g.ProbeInterval.V,
 		ProviderConcurrency: g.ProviderConcurrency.V,
+		SocketMode:          g.SocketMode.V,
+		Access:              access(&g.AllowUids, &g.AllowGids),
 		CrashAt:             g.TestCrashAt.V,
 
-		MetricsPerCredential: g.MetricsPerCredential.V,
+		MetricsPerCredential: g.MetricsPerCredential.V == "true",
 	}
-	if c.AnswerTimeout < c.RequestTimeout {
+	if c.AnswerTimeout > 0 && c.AnswerTimeout < c.RequestTimeout { // 0: reported by decode
 		p.errorf(Prefix+"_ANSWER_TIMEOUT", "%s is shorter than TOKENBROKER_REQUEST_TIMEOUT (%s); set it longer: it bounds the wait for a sent refresh's answer", c.AnswerTimeout, c.RequestTimeout)
 	}
+	_ = c.LogLevel.UnmarshalText([]byte(g.LogLevel.V)) // a word check accepted, or "" (reported)
 	loadPaths(p, &g, &c)
-	loadLog(p, &g, &c)
-	loadAccess(p, &g, &c)
+	loadSocketAccess(p, &g, &c)
 	loadEncryptionKeys(p, &g, &c)
 	loadRedis(p, &r, &c)
 
@@ -142,76 +143,34 @@ func Load() (Config, error) {
 	return c, p.err()
 }
 
-// loadPaths sets the socket and the state directory, or their defaults.
-func loadPaths(p *problems, g *Global, c *Config) {
-	uid := os.Geteuid()
-	c.Socket = g.Socket.V
-	if c.Socket == "" {
-		c.Socket = client.SocketFor(uid, os.Getenv)
-	}
-	checkSocket(p, c.Socket, !g.Socket.set())
-	name := Prefix + "_STATE_DIR"
-	switch d, ok := DefaultStateDir(uid, os.Getenv); {
-	case g.StateDir.set():
-		if !filepath.IsAbs(g.StateDir.V) {
-			p.errorf(name, "%s is not an absolute path; use one, e.g. /var/lib/tokenbroker", show(g.StateDir.V))
+// environ is the process environment as a map. The first entry for a name
+// wins, as with getenv(3).
+func environ() map[string]string {
+	m := map[string]string{}
+	for _, kv := range os.Environ() {
+		k, v, ok := strings.Cut(kv, "=")
+		if _, dup := m[k]; ok && k != "" && !dup {
+			m[k] = v
 		}
-		c.StateDir = filepath.Clean(g.StateDir.V)
-	case ok:
-		c.StateDir = d
-	default:
-		p.errorf(name, "not set, and neither XDG_STATE_HOME nor HOME is an absolute path to derive it from; set it")
 	}
+	return m
 }
 
-// maxSocketPathLen: sun_path is 108 bytes on Linux, with the NUL.
-const maxSocketPathLen = 107
+// Linux refuses an exec whose arguments and environment pass a quarter of
+// the stack limit: 2 MiB with the usual 8 MiB. A restart, a systemd unit or
+// a shell that runs the broker then fails with "argument list too long".
+const execLimit = 2 << 20
 
-func checkSocket(p *problems, path string, isDefault bool) {
-	name, what := Prefix+"_SOCKET", show(path)
-	if isDefault {
-		what = "the default " + what
+// checkEnvironSize warns when the environment passes three quarters of
+// execLimit, counted as the kernel does: each string with its NUL, and a
+// pointer to it.
+func checkEnvironSize(p *problems, environ []string) {
+	n := 0
+	for _, kv := range environ {
+		n += len(kv) + 1 + 8
 	}
-	if !filepath.IsAbs(path) {
-		p.errorf(name, "%s is not an absolute path; use one, e.g. /run/tokenbroker/tokenbroker.sock", what)
-	}
-	if len(path) > maxSocketPathLen {
-		p.errorf(name, "%s is %d bytes long, more than a Unix socket path may be (%d); set a shorter path", what, len(path), maxSocketPathLen)
-	}
-}
-
-// DefaultStateDir is the state directory when TOKENBROKER_STATE_DIR is
-// unset. Relative XDG paths are ignored, as the XDG spec says.
-func DefaultStateDir(uid int, getenv func(string) string) (string, bool) {
-	if uid == 0 {
-		return "/var/lib/tokenbroker", true
-	}
-	if d := getenv("XDG_STATE_HOME"); filepath.IsAbs(d) {
-		return filepath.Join(d, "tokenbroker"), true
-	}
-	if h := getenv("HOME"); filepath.IsAbs(h) {
-		return filepath.Join(h, ".local", "state", "tokenbroker"), true
-	}
-	return "", false
-}
-
-func loadLog(p *problems, g *Global, c *Config) {
-	switch v := strings.ToLower(g.LogLevel.V); v {
-	case "debug":
-		c.LogLevel = slog.LevelDebug
-	case "info":
-		c.LogLevel = slog.LevelInfo
-	case "warn", "warning":
-		c.LogLevel = slog.LevelWarn
-	case "error":
-		c.LogLevel = slog.LevelError
-	default:
-		p.errorf(Prefix+"_LOG_LEVEL", "%s is not a log level; use debug, info, warn or error", show(g.LogLevel.V))
-	}
-	switch v := strings.ToLower(g.LogFormat.V); v {
-	case "", "text", "json":
-		c.LogFormat = v
-	default:
-		p.errorf(Prefix+"_LOG_FORMAT", "%s is not a log format; use text or json, or leave it unset (text on a terminal, json otherwise)", show(g.LogFormat.V))
+	if n >= execLimit*3/4 {
+		p.warnf(Prefix+"_CREDENTIALS", "the environment is %d KiB, %d%% of the %d KiB Linux allows an exec's environment and arguments, so a restart may fail with \"argument list too long\"; move secrets into files (TOKENBROKER_<NAME>_CLIENT_SECRET_FILE and the other _FILE settings), which shrinks each credential's share",
+			n>>10, n*100/execLimit, execLimit>>10)
 	}
 }

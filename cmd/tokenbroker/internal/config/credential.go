@@ -1,179 +1,257 @@
 package config
 
 import (
+	"cmp"
+	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/url"
 	"slices"
 	"strings"
+
+	"golang.org/x/oauth2"
 
 	"github.com/tokenbroker/tokenbroker/api"
 	"github.com/tokenbroker/tokenbroker/sources"
 )
 
-// credVars is one credential's decoded settings and its variables' names.
-type credVars struct {
+// cred is one credential's decoded settings and its variables' names.
+type cred struct {
+	Cred
 	name string
-	s    Cred
-	vars map[string]string // field name -> variable
+	vars map[string]string // field -> variable
 }
 
 // v names the variable of a Cred field.
-func (cv *credVars) v(field string) string { return cv.vars[field] }
-
-// credSecrets are a credential's secrets as read.
-type credSecrets struct{ client, previous, refresh, password secret }
-
-var keepGrants = []sources.Grant{sources.ClientCredentials, sources.RefreshToken, sources.Password}
+func (c *cred) v(field string) string { return c.vars[field] }
 
 // loadCredential decodes and validates one credential. ok is false when
 // any problem was reported for it.
 func loadCredential(p *problems, name string, global api.Access) (cc Credential, ok bool) {
 	before := len(p.errs)
-	cv := &credVars{name: name, vars: variables(CredentialPrefix(name), &Cred{})}
-	decode(p, CredentialPrefix(name), &cv.s)
-	cc = Credential{Name: name, Provider: strings.ToLower(cv.s.Provider.V), Username: cv.s.Username.V, Sources: map[string]string{}}
+	c := &cred{name: name, vars: variables(CredentialPrefix(name), &Cred{})}
+	cc = Credential{Name: name, Access: global, Sources: decode(p, CredentialPrefix(name), &c.Cred)}
+	cc.Provider, cc.Username = strings.ToLower(c.Provider.V), c.Username.V
+	cc.RefreshToken, cc.Password = c.RefreshToken.V, c.Password.V
+	if a := access(&c.AllowUids, &c.AllowGids); a.Set {
+		cc.Access = a
+	}
 	providerOK := slices.Contains(sources.Providers(), cc.Provider)
 	if !providerOK {
-		p.errorf(cv.v("Provider"), "%s is not a known provider; use one of %s", show(cv.s.Provider.V), strings.Join(sources.Providers(), ", "))
+		p.errorf(c.v("Provider"), "%s is not a known provider; use one of %s", show(c.Provider.V), strings.Join(sources.Providers(), ", "))
 	}
-	sec := readCredSecrets(p, cv, &cc)
-	if hasControl(cc.Username) {
-		p.errorf(cv.v("Username"), "holds a control character; remove it")
-	}
-	grantOK := chooseGrant(p, cv, &cc, sec.refresh.set)
+	because, grantOK := chooseGrant(p, c, &cc)
 	presetOK := false
 	if providerOK && grantOK {
-		presetOK, grantOK = loadPreset(p, cv, &cc)
+		// When the provider does not offer the grant, what the grant would
+		// require is beside the point.
+		d, err := sources.Preset(cc.Provider, cc.Grant)
+		if presetOK, grantOK = err == nil, err == nil; err != nil {
+			how := "set GRANT to one it offers, or check PROVIDER"
+			if because != "" {
+				how = fmt.Sprintf("the grant was chosen because %s; set %s to one the provider offers, or check PROVIDER", because, c.v("Grant"))
+			}
+			p.errorf(c.v("Grant"), "%v; %s", err, how)
+		}
+		cc.Dialect = d
 	}
-	loadDialect(p, cv, &cc, presetOK)
-	loadClient(p, cv, &cc, sec)
+	loadDialect(p, c, &cc, presetOK)
+	loadClient(p, c, &cc)
 	if grantOK {
-		checkGrantNeeds(p, cv, &cc, sec)
-	}
-	cc.Access = global
-	if a := access(&cv.s.AllowUids, &cv.s.AllowGids); a.Set {
-		cc.Access = a
+		checkGrantNeeds(p, c, &cc)
 	}
 	return cc, len(p.errs) == before
 }
 
-// readCredSecrets reads the four secrets and says where each came from.
-func readCredSecrets(p *problems, cv *credVars, cc *Credential) credSecrets {
-	s := &cv.s
-	sec := credSecrets{
-		client:   readSecret(p, cv.v("ClientSecret"), &s.ClientSecret, s.ClientSecretFile.V),
-		previous: readSecret(p, cv.v("ClientSecretPrevious"), &s.ClientSecretPrevious, s.ClientSecretPreviousFile.V),
-		refresh:  readSecret(p, cv.v("RefreshToken"), &s.RefreshToken, s.RefreshTokenFile.V),
-		password: readSecret(p, cv.v("Password"), &s.Password, s.PasswordFile.V),
-	}
-	if sec.previous.set && !sec.client.set {
-		p.errorf(sec.previous.variable, "set without %s; the previous secret is only tried after the current one is refused, so set the current one too", cv.v("ClientSecret"))
-	}
-	for setting, r := range map[string]secret{"CLIENT_SECRET": sec.client, "CLIENT_SECRET_PREVIOUS": sec.previous,
-		"REFRESH_TOKEN": sec.refresh, "PASSWORD": sec.password} {
-		if r.set && !r.failed {
-			cc.Sources[setting] = r.from
-		}
-	}
-	cc.Client.Secret, cc.Client.PreviousSecret = sec.client.value, sec.previous.value
-	cc.RefreshToken, cc.Password = sec.refresh.value, sec.password.value
-	return sec
-}
-
-// chooseGrant sets the grant, or infers it from what is set. A refresh
-// token whose file failed still says which grant was meant.
-func chooseGrant(p *problems, cv *credVars, cc *Credential, hasRefresh bool) bool {
-	name := cv.v("Grant")
-	if g := cv.s.Grant.V; g != "" {
+// chooseGrant sets the grant, or infers it from what is set and says
+// because of what. A refresh token whose file failed still says which
+// grant was meant.
+func chooseGrant(p *problems, c *cred, cc *Credential) (because string, ok bool) {
+	name, hasRefresh := c.v("Grant"), c.RefreshToken.given != ""
+	if g := c.Grant.V; g != "" {
 		cc.Grant = sources.Grant(strings.ToLower(g))
-		switch {
-		case cc.Grant == sources.AuthorizationCode:
-			p.errorf(name, "authorization_code cannot keep a token fresh on its own; set it to refresh_token and run tokenbroker authorize %s once", cv.name)
-		case !slices.Contains(keepGrants, cc.Grant):
-			p.errorf(name, "%s is not a grant tokenbroker runs; use client_credentials, refresh_token or password", show(g))
+		switch cc.Grant {
+		case sources.ClientCredentials, sources.RefreshToken, sources.Password:
+			return "", true
+		case sources.AuthorizationCode:
+			p.errorf(name, "authorization_code cannot keep a token fresh on its own; set it to refresh_token and run tokenbroker authorize %s once", c.name)
 		default:
-			return true
+			p.errorf(name, "%s is not a grant tokenbroker runs; use client_credentials, refresh_token or password", show(g))
 		}
-		return false
+		return "", false
 	}
 	switch {
 	case hasRefresh && cc.Username != "":
 		p.errorf(name, "not set, and both REFRESH_TOKEN and USERNAME are; set it to refresh_token or password")
-		return false
+		return "", false
 	case hasRefresh:
-		cc.Grant = sources.RefreshToken
+		cc.Grant, because = sources.RefreshToken, "REFRESH_TOKEN is set"
 	case cc.Username != "":
-		cc.Grant = sources.Password
-	case cv.s.AuthorizeURL.set() && cv.s.RedirectURI.set():
-		// An authorization endpoint and a redirect URI mean the operator
-		// runs authorize; client_credentials would be refused later.
-		cc.Grant = sources.RefreshToken
+		cc.Grant, because = sources.Password, "USERNAME is set"
+	case c.AuthorizeURL.set() && c.RedirectURI.set():
+		// The operator runs authorize; client_credentials would be refused.
+		cc.Grant, because = sources.RefreshToken, "AUTHORIZE_URL and REDIRECT_URI are set"
 	default:
-		cc.Grant = sources.ClientCredentials
+		cc.Grant, because = sources.ClientCredentials, "no REFRESH_TOKEN, USERNAME or AUTHORIZE_URL is set"
 	}
-	return true
+	return because, true
 }
 
-// inferredBecause says why an unset GRANT became cc.Grant.
-func inferredBecause(cv *credVars, g sources.Grant) string {
-	switch {
-	case g == sources.RefreshToken && !cv.s.RefreshToken.set() && cv.s.RefreshTokenFile.V == "":
-		return "AUTHORIZE_URL and REDIRECT_URI are set"
-	case g == sources.RefreshToken:
-		return "REFRESH_TOKEN is set"
-	case g == sources.Password:
-		return "USERNAME is set"
+// loadDialect applies the generic settings over the preset (over the
+// generic dialect when the preset failed, so that they are judged too),
+// then reports what sources.Dialect.Validate finds, under the variable
+// that set it.
+func loadDialect(p *problems, c *cred, cc *Credential, presetOK bool) {
+	d := &cc.Dialect
+	if !presetOK {
+		*d, _ = sources.Preset("generic", sources.ClientCredentials)
 	}
-	return "no REFRESH_TOKEN, USERNAME or AUTHORIZE_URL is set"
-}
-
-// loadPreset starts the dialect from the provider's preset for the grant.
-func loadPreset(p *problems, cv *credVars, cc *Credential) (presetOK, grantOK bool) {
-	d, err := sources.Preset(cc.Provider, cc.Grant)
-	if err != nil {
-		how := "set GRANT to one it offers, or check PROVIDER"
-		if !cv.s.Grant.set() {
-			how = fmt.Sprintf("the grant was chosen because %s; set %s to one the provider offers, or check PROVIDER", inferredBecause(cv, cc.Grant), cv.v("Grant"))
+	if u, err := url.Parse(c.TokenURL.V); err == nil && u.Scheme == "http" && u.User == nil && !isLoopback(u.Hostname()) {
+		p.warnf(c.v("TokenURL"), "http:// to %s sends the client secret and tokens in clear; use https://", u.Hostname())
+	}
+	d.TokenURL = cmp.Or(c.TokenURL.V, d.TokenURL)
+	d.AuthorizeURL = cmp.Or(c.AuthorizeURL.V, d.AuthorizeURL)
+	d.Method = cmp.Or(c.Method.V, d.Method)
+	d.Params = cmp.Or(sources.Placement(c.Params.V), d.Params)
+	sep := string(c.ScopeSeparator.V)
+	d.ScopeSeparator = cmp.Or(map[string]string{"space": " ", "comma": ","}[strings.ToLower(sep)], sep, d.ScopeSeparator)
+	switch strings.ToLower(c.ClientAuth.V) {
+	case "":
+	case "basic", "client_secret_basic":
+		d.ClientAuth = oauth2.AuthStyleInHeader
+	case "params", "client_secret_post", "none":
+		d.ClientAuth = oauth2.AuthStyleInParams
+	default:
+		p.errorf(c.v("ClientAuth"), "%s is not a client authentication method; use client_secret_basic or client_secret_post (also spelt basic or params), or none for a public client", show(c.ClientAuth.V))
+	}
+	loadHeaders(p, c.v("Headers"), c.Headers.V, d)
+	if f := c.LifetimeField.V; f != "" {
+		others := slices.DeleteFunc(slices.Clone(d.WithDefaults().LifetimeFields), func(x string) bool { return x == f })
+		d.LifetimeFields = append([]string{f}, others...)
+	}
+	for _, tt := range strings.Split(c.TokenTypes.V, ",") {
+		if tt = strings.TrimSpace(tt); tt != "" && !slices.ContainsFunc(d.TokenTypes, func(x string) bool { return strings.EqualFold(x, tt) }) {
+			d.TokenTypes = append(d.TokenTypes, tt)
 		}
-		p.errorf(cv.v("Grant"), "%v; %s", err, how)
-		return false, false // what the grant would require is beside the point
 	}
-	cc.Dialect = d
-	return true, true
+	if v := c.RefreshSendsSecret.V; v != "" {
+		d.RefreshOmitsSecret = v == "false"
+	}
+	if v := c.RefreshSendsRedirectURI.V; v != "" {
+		d.RefreshSendsRedirect = v == "true"
+	}
+	for _, k := range [][2]string{{"RefreshSendsSecret", c.RefreshSendsSecret.V}, {"RefreshSendsRedirectURI", c.RefreshSendsRedirectURI.V}} {
+		if k[1] != "" && cc.Grant != "" && cc.Grant != sources.RefreshToken {
+			p.warnf(c.v(k[0]), "has no effect with the %s grant; it applies to refresh_token", cc.Grant)
+		}
+	}
+	d.DefaultLifetime = cmp.Or(c.DefaultLifetime.V, d.DefaultLifetime)
+	for _, err := range d.Validate() {
+		var fe *sources.FieldError
+		switch {
+		case !errors.As(err, &fe):
+		case fe.Field == sources.FieldTokenURL && d.TokenURL == "":
+			if presetOK { // else the preset's problem is reported already
+				p.errorf(c.v("TokenURL"), "required: provider %s has no fixed token endpoint; set it to the server's token URL (https://...)", cc.Provider)
+			}
+		case fe.Field == sources.FieldLifetimeFields:
+			p.errorf(c.v("LifetimeField"), "%s", fe.Problem)
+		default:
+			p.errorf(c.v(string(fe.Field)), "%s", fe.Problem)
+		}
+	}
+}
+
+// loadHeaders reads "Name: value; Name2: value2" over d's headers (the
+// preset's own copy); names and values are Validate's to judge.
+func loadHeaders(p *problems, name, s string, d *sources.Dialect) {
+	for _, part := range strings.Split(s, ";") {
+		if part = strings.TrimSpace(part); part == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(part, ":")
+		if k, v = strings.TrimSpace(k), strings.TrimSpace(v); !ok || k == "" || v == "" {
+			p.errorf(name, "%s is not \"Name: value\"; separate headers with ;", show(part))
+			continue
+		}
+		if d.Headers == nil {
+			d.Headers = map[string]string{}
+		}
+		d.Headers[http.CanonicalHeaderKey(k)] = v
+	}
 }
 
 // loadClient reads the client's id, scopes and redirect URI.
-func loadClient(p *problems, cv *credVars, cc *Credential, sec credSecrets) {
-	cc.Client.ID = cv.s.ClientID.V
-	switch {
-	case cc.Client.ID == "":
-		p.errorf(cv.v("ClientID"), "required; set it to the client id the provider issued")
-	case hasControl(cc.Client.ID):
-		p.errorf(cv.v("ClientID"), "holds a control character; remove it")
+func loadClient(p *problems, c *cred, cc *Credential) {
+	cc.Client = sources.Client{ID: c.ClientID.V, Secret: c.ClientSecret.V, PreviousSecret: c.ClientSecretPrevious.V}
+	for _, f := range []struct{ field, v string }{{"ClientID", cc.Client.ID}, {"Username", cc.Username}} {
+		if hasControl(f.v) {
+			p.errorf(c.v(f.field), "holds a control character; remove it")
+		}
 	}
-	cc.Client.Scopes = parseScopes(p, cv.v("Scopes"), cv.s.Scopes.V)
-	if s := cv.s.RedirectURI.V; s != "" {
+	if cc.Client.ID == "" {
+		p.errorf(c.v("ClientID"), "required; set it to the client id the provider issued")
+	}
+	if c.ClientSecretPrevious.given != "" && c.ClientSecret.given == "" {
+		p.errorf(c.ClientSecretPrevious.given, "set without %s; the previous secret is only tried after the current one is refused, so set the current one too", c.v("ClientSecret"))
+	}
+	// RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+	for _, sc := range strings.FieldsFunc(c.Scopes.V, isListSep) {
+		if strings.ContainsFunc(sc, func(r rune) bool { return r < 0x21 || r > 0x7e || r == '"' || r == '\\' }) {
+			p.errorf(c.v("Scopes"), "scope %s holds a character RFC 6749 does not allow (quote, backslash, or outside printable ASCII); fix it", show(sc))
+		} else if !slices.Contains(cc.Client.Scopes, sc) {
+			cc.Client.Scopes = append(cc.Client.Scopes, sc)
+		}
+	}
+	if s := c.RedirectURI.V; s != "" {
 		if u, err := url.Parse(s); err != nil || !u.IsAbs() || u.Host == "" && u.Opaque == "" {
-			p.errorf(cv.v("RedirectURI"), "%s is not an absolute URI; set the redirect URI registered with the provider", show(s))
+			p.errorf(c.v("RedirectURI"), "%s is not an absolute URI; set the redirect URI registered with the provider", show(s))
 		} else {
 			cc.Client.RedirectURI = s
 		}
 	}
 }
 
-// parseScopes splits on commas and blanks, drops duplicates and checks each
-// against RFC 6749 §3.3 (scope-token = 1*( %x21 / %x23-5B / %x5D-7E )).
-func parseScopes(p *problems, name, s string) []string {
-	var scopes []string
-	for _, sc := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || unicodeSpace(r) }) {
-		if strings.ContainsFunc(sc, func(r rune) bool { return r < 0x21 || r > 0x7e || r == '"' || r == '\\' }) {
-			p.errorf(name, "scope %s holds a character RFC 6749 does not allow (quote, backslash, or outside printable ASCII); fix it", show(sc))
-		} else if !slices.Contains(scopes, sc) {
-			scopes = append(scopes, sc)
+// checkGrantNeeds reports what the grant requires and nobody set, and what
+// is set that the grant would ignore. A secret given but failed has been
+// reported already.
+func checkGrantNeeds(p *problems, c *cred, cc *Credential) {
+	g, grantVar, authVar := cc.Grant, c.v("Grant"), c.v("ClientAuth")
+	public := strings.EqualFold(c.ClientAuth.V, "none")
+	require := func(s *Secret, field, what string) {
+		if s.given == "" {
+			p.errorf(c.v(field), "required for the %s grant; set it, or %s_FILE to a file holding %s", g, c.v(field), what)
 		}
 	}
-	return scopes
+	switch {
+	case public && c.ClientSecret.given != "":
+		p.errorf(c.ClientSecret.given, "set, but %s=none sends no secret; remove it, or set %s to client_secret_basic or client_secret_post", authVar, authVar)
+	case public && g == sources.ClientCredentials:
+		p.errorf(authVar, "none: the client_credentials grant needs a confidential client; set the client secret and client_secret_basic or client_secret_post")
+	case !public && g != sources.RefreshToken:
+		require(&c.ClientSecret, "ClientSecret", "the client secret")
+	}
+	switch {
+	case g == sources.RefreshToken && c.RefreshToken.given == "":
+		p.warnf(c.v("RefreshToken"), "not set: the credential has no token until tokenbroker authorize %s stores one (or set it to a refresh token you have)", c.name)
+	case g != sources.RefreshToken && c.RefreshToken.ok():
+		p.errorf(c.RefreshToken.given, "set, but the %s grant does not use it; remove it, or set %s=refresh_token", g, grantVar)
+	}
+	if g == sources.Password {
+		if cc.Username == "" {
+			p.errorf(c.v("Username"), "required for the password grant; set the resource owner's user name")
+		}
+		require(&c.Password, "Password", "the resource owner's password")
+	} else if c.Password.ok() {
+		p.errorf(c.Password.given, "set, but the %s grant does not use it; remove it, or set %s for the password grant", g, c.v("Username"))
+	}
+	if cc.Username != "" && g == sources.ClientCredentials {
+		p.errorf(c.v("Username"), "set, but the client_credentials grant does not use it; remove it, or set %s=password", grantVar)
+	}
+	if g == sources.RefreshToken && cc.Dialect.RefreshSendsRedirect && !c.RedirectURI.set() {
+		p.errorf(c.v("RedirectURI"), "required: provider %s sends redirect_uri on every refresh; set the redirect URI the refresh token was issued for", cc.Provider)
+	}
 }
 
 func isLoopback(host string) bool {

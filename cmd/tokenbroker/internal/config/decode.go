@@ -3,11 +3,10 @@ package config
 import (
 	"errors"
 	"fmt"
-	"os"
+	"maps"
 	"reflect"
 	"slices"
 	"strings"
-	"sync"
 
 	"github.com/kelseyhightower/envconfig"
 )
@@ -20,7 +19,7 @@ type problems struct {
 }
 
 func (p *problems) errorf(variable, format string, args ...any) {
-	p.errs = append(p.errs, fmt.Errorf("%s: %s", Printable(variable), fmt.Sprintf(format, args...)))
+	p.errs = append(p.errs, errors.New(Printable(variable)+": "+fmt.Sprintf(format, args...)))
 }
 
 func (p *problems) warnf(variable, format string, args ...any) {
@@ -30,86 +29,81 @@ func (p *problems) warnf(variable, format string, args ...any) {
 func (p *problems) err() error { return errors.Join(p.errs...) }
 
 // decode fills spec, a pointer to a settings struct, from the variables
-// under prefix, and reports each field's problem under its variable's name.
-// A blank value counts as unset: the field gets its default tag.
-func decode(p *problems, prefix string, spec any) {
+// under prefix, reports each field's problem under its variable's name,
+// and reads each Secret from its variable or its _FILE. A blank value
+// counts as unset: the field gets its default tag. It returns where each
+// secret read came from, by variable without the prefix (Credential.Sources).
+func decode(p *problems, prefix string, spec any) (from map[string]string) {
+	from = map[string]string{}
 	if err := envconfig.Process(prefix, spec); err != nil {
 		panic("config: a settings struct envconfig cannot read: " + err.Error()) // a bug here, not in the environment
 	}
 	keys := variables(prefix, spec)
 	v := reflect.ValueOf(spec).Elem()
 	for i := range v.NumField() {
-		f := v.Type().Field(i)
-		s, ok := v.Field(i).Addr().Interface().(setting)
-		if !ok {
-			continue
+		f, s := v.Type().Field(i), v.Field(i).Addr().Interface().(setting)
+		if def := f.Tag.Get("default"); !s.set() && def != "" {
+			s.Decode(def)
 		}
-		if !s.set() {
-			if f.Tag.Get("default") == "" {
-				continue
+		if s.set() {
+			if msg := s.check(f.Tag); msg != "" {
+				p.errorf(keys[f.Name], "%s", msg)
 			}
-			s.Decode(f.Tag.Get("default"))
 		}
-		if msg := s.problem(f.Tag); msg != "" {
-			p.errorf(keys[f.Name], "%s", msg)
+		if sec, ok := s.(*Secret); ok {
+			path := ""
+			if file := v.FieldByName(f.Name + "File"); file.IsValid() {
+				path = file.Interface().(Value[string]).V
+			}
+			if sec.read(p, keys[f.Name], path); sec.from != "" {
+				from[suffixes[v.Addr().Type()][f.Name]] = sec.from
+			}
 		}
 	}
+	return from
 }
 
-// variables maps each field of spec to its variable, as envconfig names it
-// (split_words: TokenURL under TOKENBROKER_FW is TOKENBROKER_FW_TOKEN_URL).
-func variables(prefix string, spec any) map[string]string {
-	m := map[string]string{}
-	for field, suffix := range fieldSuffixes(spec) {
-		m[field] = prefix + "_" + suffix
+// suffixes maps each settings struct's fields to their variables without
+// the prefix, as envconfig names them (split_words: TokenURL under
+// TOKENBROKER_FW is TOKENBROKER_FW_TOKEN_URL), from its usage template.
+var suffixes = func() map[reflect.Type]map[string]string {
+	all := map[reflect.Type]map[string]string{}
+	for _, spec := range []any{&Global{}, &Redis{}, &Cred{}} {
+		var b strings.Builder
+		if err := envconfig.Usagef("X", spec, &b, "{{range .}}{{.Name}} {{usage_key .}}\n{{end}}"); err != nil {
+			panic("config: " + err.Error())
+		}
+		m := map[string]string{}
+		for _, l := range strings.Split(strings.TrimSpace(b.String()), "\n") {
+			field, key, _ := strings.Cut(l, " ")
+			m[field] = strings.TrimPrefix(key, "X_")
+		}
+		all[reflect.TypeOf(spec)] = m
 	}
-	return m
-}
+	return all
+}()
 
-// suffixCache holds fieldSuffixes by struct type: a broker with thousands
-// of credentials asks for the same names thousands of times.
-var suffixCache sync.Map // reflect.Type -> map[string]string
+// globalSettings and credSettings are the names the scan for unknown
+// variables accepts, after TOKENBROKER_ and after TOKENBROKER_<NAME>_.
+var (
+	globalSettings = settingNames(&Global{}, &Redis{})
+	credSettings   = settingNames(&Cred{})
+)
 
-// fieldSuffixes maps each field of spec to its variable without the
-// prefix, from envconfig's own naming (its usage template's keys).
-func fieldSuffixes(spec any) map[string]string {
-	t := reflect.TypeOf(spec)
-	if m, ok := suffixCache.Load(t); ok {
-		return m.(map[string]string)
-	}
-	var b strings.Builder
-	if err := envconfig.Usagef("X", spec, &b, "{{range .}}{{.Name}} {{usage_key .}}\n{{end}}"); err != nil {
-		panic("config: " + err.Error())
-	}
-	m := map[string]string{}
-	for _, l := range strings.Split(strings.TrimSpace(b.String()), "\n") {
-		field, key, _ := strings.Cut(l, " ")
-		m[field] = strings.TrimPrefix(key, "X_")
-	}
-	suffixCache.Store(t, m)
-	return m
-}
-
-// suffixes are the settings spec declares, without the prefix: the names
-// the scan for unknown variables accepts.
-func suffixes(spec any) []string {
+func settingNames(specs ...any) []string {
 	var out []string
-	for _, s := range fieldSuffixes(spec) {
-		out = append(out, s)
+	for _, spec := range specs {
+		out = slices.AppendSeq(out, maps.Values(suffixes[reflect.TypeOf(spec)]))
 	}
 	slices.Sort(out)
 	return out
 }
 
-// environ is the process environment as a map. The first entry for a name
-// wins, as with getenv(3).
-func environ() map[string]string {
+// variables maps each field of spec to its variable under prefix.
+func variables(prefix string, spec any) map[string]string {
 	m := map[string]string{}
-	for _, kv := range os.Environ() {
-		k, v, ok := strings.Cut(kv, "=")
-		if _, dup := m[k]; ok && k != "" && !dup {
-			m[k] = v
-		}
+	for field, suffix := range suffixes[reflect.TypeOf(spec)] {
+		m[field] = prefix + "_" + suffix
 	}
 	return m
 }

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -50,9 +51,8 @@ func parseNames(p *problems, raw string) []string {
 // globalClash is a global variable that credential n's settings would
 // also read (credential redis: TOKENBROKER_REDIS_PASSWORD), or "".
 func globalClash(n string) string {
-	global := append(suffixes(&Global{}), suffixes(&Redis{})...)
-	for _, s := range suffixes(&Cred{}) {
-		if v := CredentialPrefix(n) + "_" + s; slices.Contains(global, v[len(Prefix)+1:]) {
+	for _, s := range credSettings {
+		if v := CredentialPrefix(n) + "_" + s; slices.Contains(globalSettings, v[len(Prefix)+1:]) {
 			return v
 		}
 	}
@@ -64,57 +64,48 @@ func globalClash(n string) string {
 // a variable of an unlisted credential, or an unknown one, is a warning.
 // It accepts exactly the names the settings structs declare.
 func scan(p *problems, env map[string]string, names []string) {
-	global := append(suffixes(&Global{}), suffixes(&Redis{})...)
-	settings := suffixes(&Cred{})
 	byPrefix := make(map[string]string, len(names)) // TOKENBROKER_<NAME> -> name
 	for _, n := range names {
 		byPrefix[CredentialPrefix(n)] = n
 	}
-	keys := make([]string, 0, len(env))
-	for k := range env {
-		if strings.HasPrefix(k, Prefix+"_") && !slices.Contains(global, k[len(Prefix)+1:]) {
-			keys = append(keys, k)
+	for _, k := range slices.Sorted(maps.Keys(env)) {
+		rest, ok := strings.CutPrefix(k, Prefix+"_")
+		if !ok || slices.Contains(globalSettings, rest) {
+			continue
 		}
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		var claims []string
-		for _, s := range settings {
-			if n, ok := byPrefix[strings.TrimSuffix(k, "_"+s)]; ok && strings.HasSuffix(k, "_"+s) {
+		var claims []string // in the order of names
+		for _, n := range names {
+			if setting, ok := strings.CutPrefix(k, CredentialPrefix(n)+"_"); ok && slices.Contains(credSettings, setting) {
 				claims = append(claims, n)
 			}
 		}
-		slices.SortFunc(claims, func(a, b string) int { return slices.Index(names, a) - slices.Index(names, b) })
-		switch {
+		switch owner := longestOwner(k, byPrefix); {
 		case len(claims) > 1:
 			p.errorf(k, "is a setting of both credentials %s and %s; rename one of them", claims[0], claims[1])
 		case len(claims) == 1:
-		case owner(k, byPrefix) != "":
-			n := owner(k, byPrefix)
-			p.errorf(k, "%s", unknownSetting(n, k[len(CredentialPrefix(n))+1:], settings))
+		case owner != "":
+			p.errorf(k, "%s", unknownSetting(owner, k[len(CredentialPrefix(owner))+1:]))
 		default:
-			p.warnf(k, "%s", strayVariable(k[len(Prefix)+1:], names, global, settings))
+			p.warnf(k, "%s", strayVariable(rest, names))
 		}
 	}
 }
 
-// owner is the listed credential with the longest prefix of k, or "".
-func owner(k string, byPrefix map[string]string) string {
+// longestOwner is the listed credential with the longest prefix of k, or "".
+func longestOwner(k string, byPrefix map[string]string) string {
 	for i := len(k) - 1; i > len(Prefix); i-- {
-		if k[i] == '_' {
-			if n, ok := byPrefix[k[:i]]; ok {
-				return n
-			}
+		if n, ok := byPrefix[k[:i]]; ok && k[i] == '_' {
+			return n
 		}
 	}
 	return ""
 }
 
-func unknownSetting(name, setting string, settings []string) string {
+func unknownSetting(name, setting string) string {
 	pfx := CredentialPrefix(name) + "_"
-	if base, ok := strings.CutSuffix(strings.ToUpper(setting), "_FILE"); ok && slices.Contains(settings, base) {
+	if base, ok := strings.CutSuffix(strings.ToUpper(setting), "_FILE"); ok && slices.Contains(credSettings, base) {
 		var files []string
-		for _, s := range settings {
+		for _, s := range credSettings {
 			if f, ok := strings.CutSuffix(s, "_FILE"); ok {
 				files = append(files, f)
 			}
@@ -122,23 +113,23 @@ func unknownSetting(name, setting string, settings []string) string {
 		return fmt.Sprintf("credential %s has no such setting: only %s can be read from a file; set %s%s directly",
 			name, strings.Join(files, ", "), pfx, base)
 	}
-	if s := closest(setting, settings); s != "" {
+	if s := closest(setting, credSettings); s != "" {
 		return fmt.Sprintf("credential %s has no such setting; did you mean %s%s?", name, pfx, s)
 	}
-	return fmt.Sprintf("credential %s has no such setting; its settings are %s", name, strings.Join(settings, ", "))
+	return fmt.Sprintf("credential %s has no such setting; its settings are %s", name, strings.Join(credSettings, ", "))
 }
 
 // strayVariable explains a TOKENBROKER_ variable that no listed credential
 // owns. rest is the name after TOKENBROKER_.
-func strayVariable(rest string, names, global, settings []string) string {
-	var setting string
-	for _, s := range settings {
+func strayVariable(rest string, names []string) string {
+	var setting string // the longest credential setting rest ends with
+	for _, s := range credSettings {
 		if strings.HasSuffix(rest, "_"+s) && len(rest) > len(s)+1 && len(s) > len(setting) {
 			setting = s
 		}
 	}
 	if setting == "" {
-		if s := closest(rest, global); s != "" {
+		if s := closest(rest, globalSettings); s != "" {
 			return fmt.Sprintf("tokenbroker has no such setting and ignores it; did you mean %s_%s?", Prefix, s)
 		}
 		return "tokenbroker has no such setting and ignores it; remove it"

@@ -9,24 +9,7 @@ import (
 	"strings"
 
 	"github.com/redis/go-redis/v9"
-
-	"github.com/tokenbroker/tokenbroker/broker"
 )
-
-// loadEncryptionKeys reads TOKENBROKER_ENCRYPTION_KEY or its _FILE.
-func loadEncryptionKeys(p *problems, g *Global, c *Config) {
-	name := Prefix + "_ENCRYPTION_KEY"
-	s := readSecret(p, name, &g.EncryptionKey, g.EncryptionKeyFile.V)
-	if !s.set || s.failed {
-		return
-	}
-	keys, err := broker.ParseKeys(s.value.Reveal())
-	if err != nil {
-		p.errorf(s.variable, "%v", err)
-		return
-	}
-	c.EncryptionKeys = keys
-}
 
 // loadRedis reads the fleet settings: one server by URL, or a Cluster or
 // Sentinel by addresses.
@@ -35,12 +18,10 @@ func loadRedis(p *problems, r *Redis, c *Config) {
 	urlName, addrsName := Prefix+"_REDIS_URL", Prefix+"_REDIS_ADDRS"
 	o := &redis.UniversalOptions{}
 	switch {
-	case r.RedisURL.bad:
-		return // decode reported it
-	case r.RedisURL.set() && r.RedisAddrs.set():
+	case r.RedisURL.given != "" && r.RedisAddrs.set():
 		p.errorf(addrsName, "set together with %s; use the URL for one server, the addresses for Sentinel or Cluster", urlName)
 		return
-	case r.RedisURL.set():
+	case r.RedisURL.ok():
 		opts, err := redis.ParseURL(r.RedisURL.V.Reveal())
 		if err != nil {
 			// The URL may hold a password: name the variable, not the value.
@@ -48,6 +29,8 @@ func loadRedis(p *problems, r *Redis, c *Config) {
 			return
 		}
 		o.Addrs, o.Username, o.Password, o.DB, o.TLSConfig = []string{opts.Addr}, opts.Username, opts.Password, opts.DB, opts.TLSConfig
+	case r.RedisURL.given != "":
+		return // decode reported it
 	case r.RedisAddrs.set():
 		for _, a := range strings.FieldsFunc(r.RedisAddrs.V, func(r rune) bool { return r == ',' || r == ' ' }) {
 			if _, _, err := net.SplitHostPort(a); err != nil {
@@ -61,13 +44,9 @@ func loadRedis(p *problems, r *Redis, c *Config) {
 		p.errorf(Prefix+"_REDIS_SENTINEL_MASTER", "set without %s; list the sentinels' host:port there", addrsName)
 		return
 	default:
-		for _, s := range []struct {
-			name string
-			set  bool
-		}{{"USERNAME", r.RedisUsername.set()}, {"PASSWORD", r.RedisPassword.set()},
-			{"PASSWORD_FILE", r.RedisPasswordFile.set()}, {"CA_FILE", r.RedisCAFile.set()}} {
-			if s.set {
-				p.warnf(Prefix+"_REDIS_"+s.name, "set, but no Redis is configured (TOKENBROKER_REDIS_URL or _ADDRS); it is ignored")
+		for _, name := range []string{r.RedisPassword.given, ifSet(r.RedisUsername, "USERNAME"), ifSet(r.RedisCAFile, "CA_FILE")} {
+			if name != "" {
+				p.warnf(name, "set, but no Redis is configured (TOKENBROKER_REDIS_URL or _ADDRS); it is ignored")
 			}
 		}
 		return
@@ -75,11 +54,19 @@ func loadRedis(p *problems, r *Redis, c *Config) {
 	if r.RedisUsername.set() {
 		o.Username = r.RedisUsername.V
 	}
-	if s := readSecret(p, Prefix+"_REDIS_PASSWORD", &r.RedisPassword, r.RedisPasswordFile.V); s.set {
-		o.Password = s.value.Reveal()
+	if r.RedisPassword.ok() {
+		o.Password = r.RedisPassword.V.Reveal()
 	}
 	loadRedisCA(p, r.RedisCAFile.V, o)
 	c.Redis = o
+}
+
+// ifSet is Redis setting TOKENBROKER_REDIS_<suffix> when v is set, or "".
+func ifSet(v Value[string], suffix string) string {
+	if v.set() {
+		return Prefix + "_REDIS_" + suffix
+	}
+	return ""
 }
 
 func loadRedisCA(p *problems, path string, o *redis.UniversalOptions) {

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 
 	"github.com/tokenbroker/tokenbroker/sources"
@@ -15,37 +16,62 @@ import (
 // maxSecretFile bounds a secret file: a key or a token, not a document.
 const maxSecretFile = 64 << 10
 
-// secret is one secret setting as read, from its variable or its _FILE.
-type secret struct {
-	value    sources.Secret
-	set      bool   // read, or set and failed (then reported)
-	failed   bool   // set, but a problem was reported
-	from     string // for Credential.Sources: the variable, or the file and its variable
-	variable string // the variable to blame
+// Secret is a secret setting, from its variable or from the file its
+// sibling field <Name>File names (decode calls read). Only trailing line
+// breaks go (a secret pasted with its line break is common); it is never
+// printed. V is zero when unset or when a problem was reported.
+type Secret struct {
+	V      sources.Secret
+	bad    bool   // the variable holds a control character
+	given  string // the variable to blame: set, or its _FILE set; "" if neither
+	from   string // where V came from, for Credential.Sources
+	failed bool   // given, but a problem was reported
 }
 
-// readSecret reads a secret from the variable name (decoded as v) or the
-// file its name_FILE names (path). It never puts the value in a message.
-func readSecret(p *problems, name string, v *Secret, path string) secret {
-	fileName := name + "_FILE"
-	switch {
-	case v.set() && path != "":
-		p.errorf(name, "set together with %s; set only one", fileName)
-		return secret{set: true, failed: true, variable: name}
-	case v.bad:
-		return secret{set: true, failed: true, variable: name} // decode reported it
-	case v.set():
-		return secret{value: v.V, set: true, from: name, variable: name}
-	case path != "":
-		s, err := ReadSecretFile(path)
-		if err != nil {
-			p.errorf(fileName, "%v", err)
-			return secret{set: true, failed: true, variable: fileName}
-		}
-		return secret{value: s, set: true, from: fmt.Sprintf("file %s (%s)", path, fileName), variable: fileName}
+func (s *Secret) Decode(v string) error {
+	v = strings.TrimRight(v, "\r\n")
+	*s = Secret{bad: hasControl(v)}
+	if v != "" && !s.bad {
+		s.V = sources.NewSecret(v)
 	}
-	return secret{}
+	return nil
 }
+
+func (s *Secret) set() bool { return !s.V.IsZero() || s.bad }
+
+func (s *Secret) check(reflect.StructTag) string {
+	if s.bad {
+		return "holds a line break, a control character or invalid UTF-8 (value not shown); fix it"
+	}
+	return ""
+}
+
+// read settles where the secret comes from: the variable name (decoded
+// already) or the file at path, the value of name_FILE.
+func (s *Secret) read(p *problems, name, path string) {
+	file := name + "_FILE"
+	switch {
+	case s.set() && path != "":
+		p.errorf(name, "set together with %s; set only one", file)
+		s.V, s.given, s.failed = sources.Secret{}, name, true
+	case s.bad:
+		s.given, s.failed = name, true // check reported it
+	case s.set():
+		s.given, s.from = name, name
+	case path != "":
+		v, err := ReadSecretFile(path)
+		if err != nil {
+			p.errorf(file, "%v", err)
+		}
+		s.V, s.given, s.failed = v, file, err != nil
+		if err == nil {
+			s.from = fmt.Sprintf("file %s (%s)", path, file)
+		}
+	}
+}
+
+// ok reports whether the secret was given and read.
+func (s *Secret) ok() bool { return s.given != "" && !s.failed }
 
 // ReadSecretFile reads a secret from a file that only its owner (and
 // group) may read. Only the trailing line breaks are removed.
@@ -87,20 +113,18 @@ func ReadSecretFile(path string) (sources.Secret, error) {
 // cannot read or write. Group-readable is fine (a Kubernetes secret mounted
 // with fsGroup is 0440).
 func checkSecretFile(f *os.File, path string) error {
-	shown := show(path)
 	st, err := f.Stat()
-	if err != nil {
-		return fmt.Errorf("%s cannot be examined: %v; fix the path", shown, errors.Unwrap(err))
-	}
-	if !st.Mode().IsRegular() {
-		return fmt.Errorf("%s is not a regular file; point it at the file holding the secret", shown)
-	}
-	if perm := st.Mode().Perm(); perm&0o026 != 0 {
+	switch {
+	case err != nil:
+		return fmt.Errorf("%s cannot be examined: %v; fix the path", show(path), errors.Unwrap(err))
+	case !st.Mode().IsRegular():
+		return fmt.Errorf("%s is not a regular file; point it at the file holding the secret", show(path))
+	case st.Mode().Perm()&0o026 != 0:
 		what := "readable by every user"
-		if perm&0o004 == 0 {
+		if st.Mode().Perm()&0o004 == 0 {
 			what = "writable by other users"
 		}
-		return fmt.Errorf("%s is %s (mode %04o); chmod 600 %s (or 640 to share it with a group)", shown, what, perm, path)
+		return fmt.Errorf("%s is %s (mode %04o); chmod 600 %s (or 640 to share it with a group)", show(path), what, st.Mode().Perm(), path)
 	}
 	return nil
 }
