@@ -171,7 +171,7 @@ type cred struct {
 	key  string
 	seed string
 
-	cur atomic.Pointer[sources.Token] // what handouts read; never holds a refresh token
+	cur atomic.Pointer[published] // what handouts read; never holds a refresh token
 
 	mu          sync.Mutex
 	gen         uint64
@@ -214,6 +214,7 @@ func New(opts Options, creds []Credential) (*Broker, error) {
 		}
 		cr := &cred{Credential: c, key: storeKey(c), seed: seedOf(c), idx: -1, state: StatePending}
 		cr.Fingerprint = "" // only key and seed need it; 10k of them are megabytes
+		cr.Endpoint = ""    // only cr.ep needs it
 		b.creds[c.Name], b.byKey[cr.key] = cr, cr
 		b.names = append(b.names, c.Name)
 		epKey := cmp.Or(c.Endpoint, c.Provider)
@@ -352,10 +353,16 @@ func (c *cred) publish() {
 	if c.tok.AccessToken.IsZero() {
 		return
 	}
-	pub := c.tok
-	pub.RefreshToken = sources.Secret{}
-	c.cur.Store(&pub)
+	c.cur.Store(&published{Handout{AccessToken: c.tok.AccessToken, Expiry: c.tok.Expiry}, minTTL(&c.tok)})
 	c.state = StateOK
+}
+
+// published is a token as handouts read it: what they hand out and the
+// least life it must have left, and no more (at 5,000 credentials a copy of
+// the whole Token is a third of a megabyte).
+type published struct {
+	Handout
+	minTTL time.Duration
 }
 
 // refreshPoint is when c's token should next be refreshed: at RefreshAt of

@@ -86,11 +86,11 @@ func (b *Broker) Token(ctx context.Context, name string) (Handout, error) {
 }
 
 func (c *cred) handout(now time.Time) (Handout, bool) {
-	t := c.cur.Load()
-	if t == nil || !t.Valid(now, minTTL(t)) {
+	p := c.cur.Load()
+	if p == nil || p.Expiry.Sub(now) <= p.minTTL {
 		return Handout{}, false
 	}
-	return Handout{AccessToken: t.AccessToken, Expiry: t.Expiry}, true
+	return p.Handout, true
 }
 
 // kick returns the channel of the refresh a handout may wait for: the one in
