@@ -66,7 +66,8 @@ Credentials: %s. Stop with Ctrl-C.
 
 `, demoLifetime, sock, sock, sock, demoAwaiting, sock, demoAwaiting, strings.Join(credNames(cfg), ", "))
 	}
-	if err := serve(ctx, cfg, os.Environ(), log, ready); err != nil {
+	env := os.Environ() // the demo's own, not the one it started with
+	if err := serve(ctx, cfg, func() []string { return env }, log, ready); err != nil {
 		log.Error("demo stopped", "err", err)
 		return exitFail
 	}

@@ -27,7 +27,7 @@ func serveCmd(stderr io.Writer) int {
 		return exitConfig
 	}
 	log := newLogger(cfg, stderr)
-	environ := os.Environ() // what a reload reads again
+	environ := startEnviron() // what a reload reads again
 	if os.Getenv("GOGC") == "" {
 		// Nearly all of the broker's heap is its credentials, kept for
 		// the whole run, and the default GOGC=100 lets the heap grow to
@@ -35,7 +35,7 @@ func serveCmd(stderr io.Writer) int {
 		// see as RSS. Handouts make little garbage; 50 costs little CPU.
 		debug.SetGCPercent(defaultGCPercent)
 	}
-	shedOwnVariables(environ)
+	shedOwnVariables(os.Environ())
 	ctx, stop := signalContext(stderr)
 	defer stop()
 	if err := serve(ctx, cfg, environ, log, nil); err != nil {
@@ -72,8 +72,8 @@ const defaultGCPercent = 50
 
 // serve runs the daemon until ctx ends. ready, when not nil, is called once
 // the socket accepts handouts.
-// environ is what a reload reads the configuration from.
-func serve(ctx context.Context, cfg Config, environ []string, log *slog.Logger, ready func()) error {
+// environ returns what a reload reads the configuration from.
+func serve(ctx context.Context, cfg Config, environ func() []string, log *slog.Logger, ready func()) error {
 	if err := harden(); err != nil {
 		log.Warn("cannot disable core dumps; secrets could land in a core file", "err", err)
 	}
