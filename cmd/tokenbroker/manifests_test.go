@@ -1029,7 +1029,7 @@ func TestKubeManifestBroker(t *testing.T) {
 			}
 		}
 		kubeletWriteSecret(t, dir, keys, modes[name], "1")
-		before := secretFiles(environ)
+		before := secretFiles(fileSettings(environ))
 		refused := false
 		for _, kv := range environ {
 			k, p, _ := strings.Cut(kv, "=")
@@ -1045,7 +1045,7 @@ func TestKubeManifestBroker(t *testing.T) {
 			continue
 		}
 		kubeletWriteSecret(t, dir, keys, modes[name], "2")
-		if slices.Equal(before, secretFiles(environ)) {
+		if slices.Equal(before, secretFiles(fileSettings(environ))) {
 			t.Errorf("broker: Secret volume %s: the broker's poll does not see the kubelet's swap of ..data", name)
 		}
 		for _, kv := range environ {
