@@ -155,7 +155,7 @@ func (d *Dialect) Validate() []error {
 			add(FieldHeaders, "%q is not a valid header name; fix it", k)
 		case slices.Contains(ForbiddenHeaders, http.CanonicalHeaderKey(k)):
 			add(FieldHeaders, "%s cannot be set here: the broker sets it, or it carries credentials; use CLIENT_AUTH and CLIENT_SECRET", http.CanonicalHeaderKey(k))
-		case v == "" || hasControl(v):
+		case v == "" || HasControl(v):
 			add(FieldHeaders, "the value of %s is empty or holds a control character; fix it", k)
 		}
 	}
@@ -183,9 +183,9 @@ func endpointProblem(s string) string {
 	case err == nil && u.User != nil:
 		return "holds a user name or password; remove them and use CLIENT_ID and CLIENT_SECRET"
 	case err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "":
-		return fmt.Sprintf("%s is not an http(s) URL; set the provider's endpoint, e.g. https://auth.example.com/oauth/token", quoteShort(s))
+		return fmt.Sprintf("%s is not an http(s) URL; set the provider's endpoint, e.g. https://auth.example.com/oauth/token", QuoteValue(s))
 	case u.Fragment != "":
-		return fmt.Sprintf("%s has a #fragment; remove it", quoteShort(s))
+		return fmt.Sprintf("%s has a #fragment; remove it", QuoteValue(s))
 	}
 	return ""
 }
@@ -199,13 +199,15 @@ func validHeaderName(s string) bool {
 	return s != ""
 }
 
-func hasControl(s string) bool {
+// HasControl reports whether s holds a control character or invalid UTF-8:
+// such a value could forge a log line or a header.
+func HasControl(s string) bool {
 	return strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f || r == utf8.RuneError })
 }
 
-// quoteShort quotes a non-secret value for a message, shortened, so that a
+// QuoteValue quotes a non-secret value for a message, shortened, so that a
 // stray control character cannot forge a line.
-func quoteShort(s string) string {
+func QuoteValue(s string) string {
 	const max = 80
 	if utf8.RuneCountInString(s) > max {
 		s = string([]rune(s)[:max]) + "…"

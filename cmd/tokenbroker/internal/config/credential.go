@@ -39,7 +39,7 @@ func loadCredential(p *problems, name string, global api.Access) (cc Credential,
 	}
 	providerOK := slices.Contains(sources.Providers(), cc.Provider)
 	if !providerOK {
-		p.errorf(c.v("Provider"), "%s is not a known provider; use one of %s", show(c.Provider.V), strings.Join(sources.Providers(), ", "))
+		p.errorf(c.v("Provider"), "%s is not a known provider; use one of %s", sources.QuoteValue(c.Provider.V), strings.Join(sources.Providers(), ", "))
 	}
 	because, grantOK := chooseGrant(p, c, &cc)
 	presetOK := false
@@ -77,7 +77,7 @@ func chooseGrant(p *problems, c *cred, cc *Credential) (because string, ok bool)
 		case sources.AuthorizationCode:
 			p.errorf(name, "authorization_code cannot keep a token fresh on its own; set it to refresh_token and run tokenbroker authorize %s once", c.name)
 		default:
-			p.errorf(name, "%s is not a grant tokenbroker runs; use client_credentials, refresh_token or password", show(g))
+			p.errorf(name, "%s is not a grant tokenbroker runs; use client_credentials, refresh_token or password", sources.QuoteValue(g))
 		}
 		return "", false
 	}
@@ -123,7 +123,7 @@ func loadDialect(p *problems, c *cred, cc *Credential, presetOK bool) {
 	case "params", "client_secret_post", "none":
 		d.ClientAuth = oauth2.AuthStyleInParams
 	default:
-		p.errorf(c.v("ClientAuth"), "%s is not a client authentication method; use client_secret_basic or client_secret_post (also spelt basic or params), or none for a public client", show(c.ClientAuth.V))
+		p.errorf(c.v("ClientAuth"), "%s is not a client authentication method; use client_secret_basic or client_secret_post (also spelt basic or params), or none for a public client", sources.QuoteValue(c.ClientAuth.V))
 	}
 	loadHeaders(p, c.v("Headers"), c.Headers.V, d)
 	if f := c.LifetimeField.V; f != "" {
@@ -172,7 +172,7 @@ func loadHeaders(p *problems, name, s string, d *sources.Dialect) {
 		}
 		k, v, ok := strings.Cut(part, ":")
 		if k, v = strings.TrimSpace(k), strings.TrimSpace(v); !ok || k == "" || v == "" {
-			p.errorf(name, "%s is not \"Name: value\"; separate headers with ;", show(part))
+			p.errorf(name, "%s is not \"Name: value\"; separate headers with ;", sources.QuoteValue(part))
 			continue
 		}
 		if d.Headers == nil {
@@ -186,7 +186,7 @@ func loadHeaders(p *problems, name, s string, d *sources.Dialect) {
 func loadClient(p *problems, c *cred, cc *Credential) {
 	cc.Client = sources.Client{ID: c.ClientID.V, Secret: c.ClientSecret.V, PreviousSecret: c.ClientSecretPrevious.V}
 	for _, f := range []struct{ field, v string }{{"ClientID", cc.Client.ID}, {"Username", cc.Username}} {
-		if hasControl(f.v) {
+		if sources.HasControl(f.v) {
 			p.errorf(c.v(f.field), "holds a control character; remove it")
 		}
 	}
@@ -199,14 +199,14 @@ func loadClient(p *problems, c *cred, cc *Credential) {
 	// RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 	for _, sc := range strings.FieldsFunc(c.Scopes.V, isListSep) {
 		if strings.ContainsFunc(sc, func(r rune) bool { return r < 0x21 || r > 0x7e || r == '"' || r == '\\' }) {
-			p.errorf(c.v("Scopes"), "scope %s holds a character RFC 6749 does not allow (quote, backslash, or outside printable ASCII); fix it", show(sc))
+			p.errorf(c.v("Scopes"), "scope %s holds a character RFC 6749 does not allow (quote, backslash, or outside printable ASCII); fix it", sources.QuoteValue(sc))
 		} else if !slices.Contains(cc.Client.Scopes, sc) {
 			cc.Client.Scopes = append(cc.Client.Scopes, sc)
 		}
 	}
 	if s := c.RedirectURI.V; s != "" {
 		if u, err := url.Parse(s); err != nil || !u.IsAbs() || u.Host == "" && u.Opaque == "" {
-			p.errorf(c.v("RedirectURI"), "%s is not an absolute URI; set the redirect URI registered with the provider", show(s))
+			p.errorf(c.v("RedirectURI"), "%s is not an absolute URI; set the redirect URI registered with the provider", sources.QuoteValue(s))
 		} else {
 			cc.Client.RedirectURI = s
 		}

@@ -9,6 +9,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/api"
 	"github.com/tokenbroker/tokenbroker/api/client"
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/sources"
 )
 
 // maxSocketPathLen: sun_path is 108 bytes on Linux, with the NUL.
@@ -17,10 +18,10 @@ const maxSocketPathLen = 107
 // loadPaths sets the socket and the state directory, or their defaults.
 func loadPaths(p *problems, g *Global, c *Config) {
 	uid := os.Geteuid()
-	name, what := Prefix+"_SOCKET", show(g.Socket.V)
+	name, what := Prefix+"_SOCKET", sources.QuoteValue(g.Socket.V)
 	if c.Socket = g.Socket.V; c.Socket == "" {
 		c.Socket = client.SocketFor(uid, os.Getenv)
-		what = "the default " + show(c.Socket)
+		what = "the default " + sources.QuoteValue(c.Socket)
 	}
 	if !filepath.IsAbs(c.Socket) {
 		p.errorf(name, "%s is not an absolute path; use one, e.g. /run/tokenbroker/tokenbroker.sock", what)
@@ -32,7 +33,7 @@ func loadPaths(p *problems, g *Global, c *Config) {
 	switch d, ok := DefaultStateDir(uid, os.Getenv); {
 	case g.StateDir.set():
 		if !filepath.IsAbs(g.StateDir.V) {
-			p.errorf(name, "%s is not an absolute path; use one, e.g. /var/lib/tokenbroker", show(g.StateDir.V))
+			p.errorf(name, "%s is not an absolute path; use one, e.g. /var/lib/tokenbroker", sources.QuoteValue(g.StateDir.V))
 		}
 		c.StateDir = filepath.Clean(g.StateDir.V)
 	case ok:
@@ -60,7 +61,7 @@ func DefaultStateDir(uid int, getenv func(string) string) (string, bool) {
 // loadSocketAccess checks the socket's mode and sets its group, and the
 // metrics address.
 func loadSocketAccess(p *problems, g *Global, c *Config) {
-	name, mode := Prefix+"_SOCKET_MODE", show(g.SocketMode.raw)
+	name, mode := Prefix+"_SOCKET_MODE", sources.QuoteValue(g.SocketMode.raw)
 	switch m := g.SocketMode.V; {
 	case g.SocketMode.err != nil:
 	case m&^0o666 != 0:
@@ -82,12 +83,12 @@ func loadSocketAccess(p *problems, g *Global, c *Config) {
 		name := Prefix + "_METRICS_ADDR"
 		host, port, err := net.SplitHostPort(v)
 		if _, perr := strconv.ParseUint(port, 10, 16); err != nil || perr != nil {
-			p.errorf(name, "%s is not host:port; use e.g. 127.0.0.1:9464 (metrics hold no secret, but keep them off public interfaces)", show(v))
+			p.errorf(name, "%s is not host:port; use e.g. 127.0.0.1:9464 (metrics hold no secret, but keep them off public interfaces)", sources.QuoteValue(v))
 			return
 		}
 		c.MetricsAddr = v
 		if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
-			p.warnf(name, "%s listens on every interface; metrics hold no secret, but prefer a loopback or internal address", show(v))
+			p.warnf(name, "%s listens on every interface; metrics hold no secret, but prefer a loopback or internal address", sources.QuoteValue(v))
 		}
 	}
 }

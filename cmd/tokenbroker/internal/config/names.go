@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/sources"
 )
 
 // CredentialPrefix is TOKENBROKER_<NAME>, NAME upper-cased with - as _:
@@ -33,7 +34,7 @@ func parseNames(p *problems, raw string) []string {
 		case n == "":
 			p.errorf(name, "entry %d is empty; remove the extra comma", i+1)
 		case errors.As(err, &ne):
-			p.errorf(name, "name %s %s", show(n), ne.Problem)
+			p.errorf(name, "name %s %s", sources.QuoteValue(n), ne.Problem)
 		case slices.Contains(names, n):
 			p.errorf(name, "%s is listed twice; list each credential once", n)
 		case globalClash(n) != "":

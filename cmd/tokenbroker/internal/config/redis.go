@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/tokenbroker/tokenbroker/sources"
 )
 
 // loadRedis reads the fleet settings: one server by URL, or a Cluster or
@@ -34,7 +36,7 @@ func loadRedis(p *problems, r *Redis, c *Config) {
 	case r.RedisAddrs.set():
 		for _, a := range strings.FieldsFunc(r.RedisAddrs.V, func(r rune) bool { return r == ',' || r == ' ' }) {
 			if _, _, err := net.SplitHostPort(a); err != nil {
-				p.errorf(addrsName, "%s is not host:port; list host:port addresses separated by commas", show(a))
+				p.errorf(addrsName, "%s is not host:port; list host:port addresses separated by commas", sources.QuoteValue(a))
 				return
 			}
 			o.Addrs = append(o.Addrs, a)
@@ -78,9 +80,9 @@ func loadRedisCA(p *problems, path string, o *redis.UniversalOptions) {
 	pool := x509.NewCertPool()
 	switch {
 	case err != nil:
-		p.errorf(name, "%s cannot be read: %v; fix the path", show(path), errors.Unwrap(err))
+		p.errorf(name, "%s cannot be read: %v; fix the path", sources.QuoteValue(path), errors.Unwrap(err))
 	case !pool.AppendCertsFromPEM(pem):
-		p.errorf(name, "%s holds no PEM certificate; point it at the CA's PEM file", show(path))
+		p.errorf(name, "%s holds no PEM certificate; point it at the CA's PEM file", sources.QuoteValue(path))
 	default:
 		if o.TLSConfig == nil {
 			o.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}

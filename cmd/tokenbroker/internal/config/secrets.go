@@ -30,7 +30,7 @@ type Secret struct {
 
 func (s *Secret) Decode(v string) error {
 	v = strings.TrimRight(v, "\r\n")
-	*s = Secret{bad: hasControl(v)}
+	*s = Secret{bad: sources.HasControl(v)}
 	if v != "" && !s.bad {
 		s.V = sources.NewSecret(v)
 	}
@@ -76,7 +76,7 @@ func (s *Secret) ok() bool { return s.given != "" && !s.failed }
 // ReadSecretFile reads a secret from a file that only its owner (and
 // group) may read. Only the trailing line breaks are removed.
 func ReadSecretFile(path string) (sources.Secret, error) {
-	shown := show(path)
+	shown := sources.QuoteValue(path)
 	if !filepath.IsAbs(path) {
 		// Not echoed: a secret pasted here by mistake would land in the log.
 		return sources.Secret{}, errors.New("is not an absolute path (value not shown, in case it is the secret itself); set the full path of a file holding the secret")
@@ -103,7 +103,7 @@ func ReadSecretFile(path string) (sources.Secret, error) {
 		return sources.Secret{}, fmt.Errorf("%s is larger than %d KiB; point it at the file holding only the secret", shown, maxSecretFile>>10)
 	case s == "":
 		return sources.Secret{}, fmt.Errorf("%s is empty; write the secret into it", shown)
-	case hasControl(s):
+	case sources.HasControl(s):
 		return sources.Secret{}, fmt.Errorf("%s holds more than one line or a control character; it must hold only the secret", shown)
 	}
 	return sources.NewSecret(s), nil
@@ -116,15 +116,15 @@ func checkSecretFile(f *os.File, path string) error {
 	st, err := f.Stat()
 	switch {
 	case err != nil:
-		return fmt.Errorf("%s cannot be examined: %v; fix the path", show(path), errors.Unwrap(err))
+		return fmt.Errorf("%s cannot be examined: %v; fix the path", sources.QuoteValue(path), errors.Unwrap(err))
 	case !st.Mode().IsRegular():
-		return fmt.Errorf("%s is not a regular file; point it at the file holding the secret", show(path))
+		return fmt.Errorf("%s is not a regular file; point it at the file holding the secret", sources.QuoteValue(path))
 	case st.Mode().Perm()&0o026 != 0:
 		what := "readable by every user"
 		if st.Mode().Perm()&0o004 == 0 {
 			what = "writable by other users"
 		}
-		return fmt.Errorf("%s is %s (mode %04o); chmod 600 %s (or 640 to share it with a group)", show(path), what, st.Mode().Perm(), path)
+		return fmt.Errorf("%s is %s (mode %04o); chmod 600 %s (or 640 to share it with a group)", sources.QuoteValue(path), what, st.Mode().Perm(), path)
 	}
 	return nil
 }

@@ -10,9 +10,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/kelseyhightower/envconfig"
+
+	"github.com/tokenbroker/tokenbroker/sources"
 )
 
 // setting is a field type of the settings structs. envconfig calls Decode
@@ -94,18 +95,18 @@ func (v *Value[T]) check(tag reflect.StructTag) string {
 	msg := ""
 	switch {
 	case v.err != nil:
-		msg = fmt.Sprintf("%s is not %s", show(v.raw), notA[typ])
+		msg = fmt.Sprintf("%s is not %s", sources.QuoteValue(v.raw), notA[typ])
 		if hi != "" {
 			msg += fmt.Sprintf(" from %s to %s", lo, hi)
 		}
 	case hi != "" && !(v.V >= l.V && v.V <= h.V): // also refuses NaN
-		msg = fmt.Sprintf("%s is outside %s to %s; use a value in that range", show(v.raw), lo, hi)
+		msg = fmt.Sprintf("%s is outside %s to %s; use a value in that range", sources.QuoteValue(v.raw), lo, hi)
 	case isString && len(words) > 1:
 		word := cmp.Or(aliases[strings.ToLower(*s)], *s)
 		if i := slices.IndexFunc(words, func(w string) bool { return strings.EqualFold(w, word) }); i >= 0 {
 			*s = words[i]
 		} else {
-			msg = fmt.Sprintf("%s is not %s or %s; use one of them", show(v.raw), strings.Join(words[:len(words)-1], ", "), words[len(words)-1])
+			msg = fmt.Sprintf("%s is not %s or %s; use one of them", sources.QuoteValue(v.raw), strings.Join(words[:len(words)-1], ", "), words[len(words)-1])
 		}
 	}
 	if msg != "" {
@@ -134,7 +135,7 @@ func (l *IDs) check(tag reflect.StructTag) string {
 		}
 		if err != nil {
 			l.V = nil
-			return fmt.Sprintf("%s is neither a number nor a known %s on this host; use a numeric id or an existing %s name", show(f), kind, kind)
+			return fmt.Sprintf("%s is neither a number nor a known %s on this host; use a numeric id or an existing %s name", sources.QuoteValue(f), kind, kind)
 		}
 		l.V = append(l.V, uint32(n))
 	}
@@ -162,24 +163,10 @@ func lookupID(kind, name string) (uint64, error) {
 // isListSep separates the entries of a list: commas and blanks.
 func isListSep(r rune) bool { return r == ',' || r == ' ' || r == '\t' || r == '\n' || r == '\r' }
 
-func hasControl(s string) bool {
-	return strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f || r == utf8.RuneError })
-}
-
-// show quotes a non-secret value for a message, shortened, so that a stray
-// control character cannot forge a line.
-func show(s string) string {
-	const max = 80
-	if utf8.RuneCountInString(s) > max {
-		s = string([]rune(s)[:max]) + "…"
-	}
-	return strconv.Quote(s)
-}
-
 // Printable keeps a value from the environment from writing control
 // characters (escape sequences, line breaks) to a terminal.
 func Printable(s string) string {
-	if !hasControl(s) {
+	if !sources.HasControl(s) {
 		return s
 	}
 	q := strconv.Quote(s)
