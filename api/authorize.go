@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/sources"
@@ -50,12 +49,7 @@ func (s *Server) authorizeBegin(w http.ResponseWriter, r *http.Request) {
 		s.authError(w, name, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, struct {
-		URL         string    `json:"authorize_url"`
-		RedirectURI string    `json:"redirect_uri"`
-		State       string    `json:"state"`
-		ExpiresAt   time.Time `json:"expires_at"`
-	}{ar.URL, ar.RedirectURI, ar.State, ar.Expires.UTC()})
+	writeJSON(w, http.StatusOK, wireAuthRequest(ar))
 }
 
 // authorizeComplete answers POST /v1/credentials/{name}/authorize/complete
@@ -84,7 +78,7 @@ func (s *Server) authorizeComplete(w http.ResponseWriter, r *http.Request) {
 		s.authError(w, name, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, st)
+	writeJSON(w, http.StatusOK, wireStatus(st))
 }
 
 func (s *Server) authError(w http.ResponseWriter, name string, err error) {

@@ -311,9 +311,9 @@ func (s *Server) credentials(w http.ResponseWriter, _ *http.Request) {
 		if i > 0 {
 			buf = append(buf, ',')
 		}
-		// broker.Status holds no secret; encoding/json is fine off the hot
+		// A status holds no secret; encoding/json is fine off the hot
 		// path, and it cannot fail on these plain fields.
-		b, err := json.Marshal(st)
+		b, err := json.Marshal(wireStatus(st))
 		if err != nil {
 			// The answer has begun: only a cut connection can tell the
 			// client, which then reports a broken answer.

@@ -345,12 +345,12 @@ func TestCredentials(t *testing.T) {
 		t.Fatalf("got %d %q, want 200 application/json", w.Code, w.Header().Get("Content-Type"))
 	}
 	var got struct {
-		Credentials []broker.Status `json:"credentials"`
+		Credentials []struct{ Name, State string } `json:"credentials"`
 	}
 	if err := json.Unmarshal(w.Body.Bytes(), &got); err != nil {
 		t.Fatalf("body is not JSON (%v): %s", err, w.Body)
 	}
-	if len(got.Credentials) != 2 || got.Credentials[1].Name != "svc" || got.Credentials[1].State != broker.StateOK {
+	if len(got.Credentials) != 2 || got.Credentials[1].Name != "svc" || got.Credentials[1].State != string(broker.StateOK) {
 		t.Errorf("credentials = %+v, want the fake's two", got.Credentials)
 	}
 	if strings.Contains(w.Body.String(), secretToken) {

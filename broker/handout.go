@@ -166,19 +166,20 @@ func (b *Broker) Refresh(ctx context.Context, name string) error {
 	return nil
 }
 
-// Status is a credential's condition, without any secret.
+// Status is a credential's condition, without any secret. api encodes it
+// for the wire; broker knows nothing of that format.
 type Status struct {
-	Name        string    `json:"name"`
-	Provider    string    `json:"provider"`
-	Grant       string    `json:"grant"`
-	State       State     `json:"state"`
-	ExpiresAt   time.Time `json:"expires_at,omitzero"`
-	LastRefresh time.Time `json:"last_refresh,omitzero"`
-	NextRefresh time.Time `json:"next_refresh,omitzero"`
-	Failures    int       `json:"failures,omitempty"`
-	LastError   string    `json:"last_error,omitempty"`
-	Action      string    `json:"action,omitempty"` // what an operator should do
-	Generation  uint64    `json:"generation"`
+	Name        string
+	Provider    string
+	Grant       string
+	State       State
+	ExpiresAt   time.Time // zero: no token yet
+	LastRefresh time.Time // zero: never refreshed
+	NextRefresh time.Time // zero: none planned
+	Failures    int       // failed refreshes in a row
+	LastError   string
+	Action      string // what an operator should do
+	Generation  uint64
 }
 
 // Names lists the credentials, sorted.
