@@ -3,6 +3,8 @@
 FROM golang:1.26-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./
+# The client library is a module of its own that go.mod replaces with ./api/client.
+COPY api/client/go.mod api/client/go.sum ./api/client/
 RUN go mod download
 COPY . .
 ARG VERSION=dev

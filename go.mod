@@ -2,12 +2,17 @@ module github.com/tokenbroker/tokenbroker
 
 go 1.26.8
 
+// The client library is a module of its own, so that services linking it
+// do not inherit the daemon's dependencies; the daemon builds it from here.
+replace github.com/tokenbroker/tokenbroker/api/client => ./api/client
+
 require (
 	github.com/bsm/redislock v0.9.4
 	github.com/kelseyhightower/envconfig v1.4.0
 	github.com/ory/fosite v0.49.0
 	github.com/prometheus/client_golang v1.25.0
 	github.com/redis/go-redis/v9 v9.22.0
+	github.com/tokenbroker/tokenbroker/api/client v0.0.0-00010101000000-000000000000
 	go.uber.org/goleak v1.3.0
 	golang.org/x/crypto v0.57.0
 	golang.org/x/oauth2 v0.38.0

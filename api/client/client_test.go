@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -15,42 +14,38 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenbroker/tokenbroker/api"
 	"github.com/tokenbroker/tokenbroker/api/client"
-	"github.com/tokenbroker/tokenbroker/broker"
-	"github.com/tokenbroker/tokenbroker/sources"
 )
 
 const accessToken = "client-test/access+token=="
 
-// fakeBroker implements api.Broker: "svc" has a token, "down" has none,
+// fakeBroker is served by standIn: "svc" has a token, "down" has none,
 // every other name is unknown.
 type fakeBroker struct {
 	mu        sync.Mutex
 	refreshed []string
 }
 
-func (f *fakeBroker) Token(_ context.Context, name string) (broker.Handout, error) {
+func (f *fakeBroker) Token(name string) (string, time.Time, error) {
 	switch name {
 	case "svc":
-		return broker.Handout{AccessToken: sources.NewSecret(accessToken), Expiry: time.Now().Add(time.Hour)}, nil
+		return accessToken, time.Now().Add(time.Hour), nil
 	case "down":
-		return broker.Handout{}, &broker.UnavailableError{Name: name, State: broker.StateRetrying,
-			Cause: errors.New("provider answered 503"), RetryAt: time.Now().Add(time.Minute)}
+		return "", time.Time{}, errUnavailable
 	}
-	return broker.Handout{}, fmt.Errorf("%w %q", broker.ErrUnknownCredential, name)
+	return "", time.Time{}, errUnknown
 }
 
-func (f *fakeBroker) Status() []broker.Status {
-	return []broker.Status{{Name: "svc", Provider: "firework", Grant: "client_credentials", State: broker.StateOK,
+func (f *fakeBroker) Status() []client.CredentialStatus {
+	return []client.CredentialStatus{{Name: "svc", Provider: "firework", Grant: "client_credentials", State: "ok",
 		ExpiresAt: time.Now().Add(time.Hour), Generation: 7}}
 }
 
-func (f *fakeBroker) Refresh(ctx context.Context, name string) error {
+func (f *fakeBroker) Refresh(name string) error {
 	f.mu.Lock()
 	f.refreshed = append(f.refreshed, name)
 	f.mu.Unlock()
-	_, err := f.Token(ctx, name)
+	_, _, err := f.Token(name)
 	return err
 }
 
@@ -86,7 +81,7 @@ func newClient(t *testing.T, socket string) *client.Client {
 }
 
 func brokerSocket(t *testing.T, f *fakeBroker) string {
-	return serve(t, api.NewServer(f, api.Options{Logger: slog.New(slog.DiscardHandler)}).Handler())
+	return serve(t, standIn(f))
 }
 
 func TestDefaultSocket(t *testing.T) {
@@ -126,33 +121,6 @@ func TestToken(t *testing.T) {
 	for _, s := range []string{fmt.Sprint(tok), fmt.Sprintf("%+v", tok), fmt.Sprintf("%#v", tok)} {
 		if strings.Contains(s, accessToken) {
 			t.Errorf("printing a Token reveals it: %s", s)
-		}
-	}
-}
-
-func TestErrors(t *testing.T) {
-	c := newClient(t, brokerSocket(t, &fakeBroker{}))
-	for _, tc := range []struct {
-		name   string
-		status int
-		code   string
-	}{
-		{"nope", 404, "unknown_credential"},
-		{"down", 503, "token_unavailable"},
-		{"Bad/Name", 400, "invalid_name"},
-		{"", 400, "invalid_name"},
-		{"..", 400, "invalid_name"},
-	} {
-		_, err := c.Token(context.Background(), tc.name)
-		var e *client.Error
-		if !errors.As(err, &e) {
-			t.Fatalf("Token(%q) = %v, want a *client.Error", tc.name, err)
-		}
-		if e.Status != tc.status || e.Code != tc.code || e.Description == "" || e.Credential != tc.name {
-			t.Errorf("Token(%q) = %+v, want %d %s with a description", tc.name, e, tc.status, tc.code)
-		}
-		if !strings.Contains(err.Error(), strconv.Quote(tc.name)) {
-			t.Errorf("Token(%q): message %q does not name the credential", tc.name, err)
 		}
 	}
 }
@@ -250,49 +218,6 @@ func TestContextCanceled(t *testing.T) {
 	cancel()
 	if _, err := newClient(t, p).Token(ctx, "svc"); !errors.Is(err, context.Canceled) {
 		t.Errorf("Token with a canceled context = %v, want context.Canceled", err)
-	}
-}
-
-func (f *fakeBroker) BeginAuthorization(name string) (broker.AuthRequest, error) {
-	return broker.AuthRequest{}, broker.ErrNotAuthorizable
-}
-
-func (f *fakeBroker) CompleteAuthorization(context.Context, string, string, string) (broker.Status, error) {
-	return broker.Status{}, broker.ErrNotAuthorizable
-}
-
-// manyBroker lists n credentials, each with a long last error: the listing
-// is far over the 1 MiB a single answer may be.
-type manyBroker struct {
-	fakeBroker
-	n int
-}
-
-func (m *manyBroker) Status() []broker.Status {
-	out := make([]broker.Status, m.n)
-	for i := range out {
-		out[i] = broker.Status{Name: fmt.Sprintf("c%05d", i), Provider: "firework", Grant: "client_credentials",
-			State: broker.StateRetrying, Failures: i, LastError: strings.Repeat("provider answered 503; ", 10)}
-	}
-	return out
-}
-
-// The listing has no size limit as a whole: 6,000 credentials (over 2 MB)
-// are read in full and in order.
-func TestCredentialsAtScale(t *testing.T) {
-	const n = 6000
-	p := serve(t, api.NewServer(&manyBroker{n: n}, api.Options{Logger: slog.New(slog.DiscardHandler)}).Handler())
-	st, err := newClient(t, p).Credentials(context.Background())
-	if err != nil {
-		t.Fatalf("Credentials: %v", err)
-	}
-	if len(st) != n {
-		t.Fatalf("Credentials listed %d, want %d", len(st), n)
-	}
-	for i, s := range st {
-		if want := fmt.Sprintf("c%05d", i); s.Name != want || s.Failures != i || s.State != "retrying" {
-			t.Fatalf("entry %d = %+v, want %s with %d failures", i, s, want, i)
-		}
 	}
 }
 

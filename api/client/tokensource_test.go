@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
@@ -14,10 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenbroker/tokenbroker/api"
 	"github.com/tokenbroker/tokenbroker/api/client"
-	"github.com/tokenbroker/tokenbroker/broker"
-	"github.com/tokenbroker/tokenbroker/sources"
 	"golang.org/x/oauth2"
 )
 
@@ -25,7 +21,7 @@ import (
 // look for it in error messages.
 const secretPrefix = "SECRET-tokensource-9f27c1-"
 
-// rotBroker implements api.Broker: "svc" has a token that changes on every
+// rotBroker is served by standIn: "svc" has a token that changes on every
 // Refresh (generation 1, 2, ...); "down" never has one; every other name is
 // unknown.
 type rotBroker struct {
@@ -51,7 +47,7 @@ func (f *rotBroker) rotate() {
 
 func (f *rotBroker) token(gen int) string { return secretPrefix + strconv.Itoa(gen) }
 
-func (f *rotBroker) Token(_ context.Context, name string) (broker.Handout, error) {
+func (f *rotBroker) Token(name string) (string, time.Time, error) {
 	f.mu.Lock()
 	in, gate := f.handoutIn, f.handoutGate
 	f.mu.Unlock()
@@ -67,28 +63,26 @@ func (f *rotBroker) Token(_ context.Context, name string) (broker.Handout, error
 	case "svc":
 		if f.down > 0 {
 			f.down--
-			break
+			return "", time.Time{}, errUnavailable
 		}
 		if f.gen == 0 {
 			f.rotate()
 		}
-		return broker.Handout{AccessToken: sources.NewSecret(f.token(f.gen)), Expiry: f.expiry}, nil
+		return f.token(f.gen), f.expiry, nil
 	case "down":
-	default:
-		return broker.Handout{}, fmt.Errorf("%w %q", broker.ErrUnknownCredential, name)
+		return "", time.Time{}, errUnavailable
 	}
-	return broker.Handout{}, &broker.UnavailableError{Name: name, State: broker.StateRetrying,
-		Cause: errors.New("provider answered 503"), RetryAt: time.Now().Add(time.Minute)}
+	return "", time.Time{}, errUnknown
 }
 
-func (f *rotBroker) Status() []broker.Status { return nil }
+func (f *rotBroker) Status() []client.CredentialStatus { return nil }
 
-func (f *rotBroker) Refresh(_ context.Context, name string) error {
+func (f *rotBroker) Refresh(name string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.refreshes++
 	if name != "svc" {
-		return fmt.Errorf("%w %q", broker.ErrUnknownCredential, name)
+		return errUnknown
 	}
 	if f.refreshErr != nil {
 		return f.refreshErr
@@ -117,9 +111,7 @@ func (c *counter) wrap(h http.Handler) http.Handler {
 	})
 }
 
-func apiHandler(f api.Broker) http.Handler {
-	return api.NewServer(f, api.Options{Logger: slog.New(slog.DiscardHandler)}).Handler()
-}
+func apiHandler(f *rotBroker) http.Handler { return standIn(f) }
 
 // countedBroker serves f's API on a new socket and counts its requests.
 func countedBroker(t *testing.T, f *rotBroker) (*client.Client, *counter) {
@@ -632,12 +624,4 @@ func benchSocket(b *testing.B) string {
 	go func() { defer close(done); _ = srv.Serve(l) }()
 	b.Cleanup(func() { srv.Close(); <-done })
 	return p
-}
-
-func (f *rotBroker) BeginAuthorization(string) (broker.AuthRequest, error) {
-	return broker.AuthRequest{}, broker.ErrNotAuthorizable
-}
-
-func (f *rotBroker) CompleteAuthorization(context.Context, string, string, string) (broker.Status, error) {
-	return broker.Status{}, broker.ErrNotAuthorizable
 }

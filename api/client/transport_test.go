@@ -118,7 +118,7 @@ func TestTransport401RefreshesOnce(t *testing.T) {
 }
 
 // onRefresh serves the broker's API, but answers POST .../refresh with
-// refresh instead, without the API's own limits on forced refreshes.
+// refresh instead.
 func onRefresh(t *testing.T, f *rotBroker, refresh http.HandlerFunc) *client.Client {
 	h := apiHandler(f)
 	return newClient(t, serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -139,7 +139,7 @@ func TestTransportSecond401Returned(t *testing.T) {
 			w.WriteHeader(http.StatusBadGateway)
 			return
 		}
-		_ = f.Refresh(r.Context(), "svc")
+		_ = f.Refresh("svc")
 		w.WriteHeader(http.StatusNoContent)
 	})
 	a, url := newAPI(t, func(string) bool { return false })
