@@ -1,4 +1,4 @@
-package sources_test
+package fositetest_test
 
 import (
 	"context"
