@@ -154,7 +154,7 @@ type Broker struct {
 	pending map[string]pendingAuth // by state
 }
 
-// State is a credential's condition, as /v1/credentials shows it.
+// State is a credential's condition.
 type State string
 
 // States.

@@ -6,7 +6,10 @@
 // Client.HTTPClient put the token on outgoing requests and ask the broker
 // for a fresh one when an API answers 401.
 //
-// It is what local services link against, so it depends on the standard
-// library and golang.org/x/oauth2 only: it knows nothing of the broker's
-// engine, stores or providers, and mirrors the wire format in its own types.
+// It is what local services link against, so it is a module of its own
+// (go get github.com/tokenbroker/tokenbroker/api/client) that depends on
+// the standard library and golang.org/x/oauth2 only: it knows nothing of
+// the broker's engine, stores or providers, and mirrors the wire format in
+// its own types. The daemon's api/contract tests decode the real server's
+// answers with them.
 package client

@@ -182,6 +182,26 @@ func TestStatusRoundTrip(t *testing.T) {
 	sameStatus(t, "completed authorization", st, full)
 }
 
+// The states go on the wire as the client documents them
+// (client.CredentialStatus.State), whatever broker calls its constants.
+func TestStateNames(t *testing.T) {
+	want := map[broker.State]string{broker.StatePending: "pending", broker.StateOK: "ok", broker.StateRetrying: "retrying",
+		broker.StateReauthorize: "reauthorize", broker.StateRejected: "rejected"}
+	f := &fakeBroker{}
+	for st := range want {
+		f.status = append(f.status, broker.Status{Name: "c-" + string(st), State: st})
+	}
+	list, err := serve(t, f).Credentials(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, got := range list {
+		if w := want[f.status[i].State]; got.State != w {
+			t.Errorf("state %q went on the wire as %q; want %q", f.status[i].State, got.State, w)
+		}
+	}
+}
+
 func TestAuthRequestRoundTrip(t *testing.T) {
 	want := broker.AuthRequest{URL: "https://idp.example/authorize?client_id=a&state=st-1", RedirectURI: "http://127.0.0.1:8080/cb",
 		State: "st-1", Expires: time.Date(2026, 12, 4, 10, 0, 0, 0, time.FixedZone("CET", 3600))}
