@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -12,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -309,5 +312,65 @@ func TestCredentialsAtScale(t *testing.T) {
 		if want := fmt.Sprintf("c%05d", i); s.Name != want || s.Failures != i || s.State != "retrying" {
 			t.Fatalf("entry %d = %+v, want %s with %d failures", i, s, want, i)
 		}
+	}
+}
+
+// rotatingBroker hands out generation n of "svc"'s token; a refresh makes
+// the next one.
+type rotatingBroker struct {
+	fakeBroker
+	gen atomic.Int64
+}
+
+func (r *rotatingBroker) Token(_ context.Context, name string) (broker.Handout, error) {
+	if name != "svc" {
+		return broker.Handout{}, fmt.Errorf("%w %q", broker.ErrUnknownCredential, name)
+	}
+	return broker.Handout{AccessToken: sources.NewSecret("tok-" + strconv.FormatInt(r.gen.Load(), 10)), Expiry: time.Now().Add(time.Hour)}, nil
+}
+
+func (r *rotatingBroker) Refresh(ctx context.Context, name string) error {
+	if name == "svc" {
+		r.gen.Add(1)
+	}
+	_, err := r.Token(ctx, name)
+	return err
+}
+
+// The client's transport with the real server's limits on forced
+// refreshes: an API's 401 forces one refresh; a second 401 soon after is
+// answered 429 refresh_limited, and the client then uses the token the
+// broker holds now (another process refreshed it) instead of failing.
+func TestTransportAgainstServer(t *testing.T) {
+	b := &rotatingBroker{}
+	b.gen.Store(1)
+	var accept atomic.Int64
+	accept.Store(2)
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer tok-"+strconv.FormatInt(accept.Load(), 10) {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		fmt.Fprint(w, "ok")
+	}))
+	defer upstream.Close()
+	hc := serve(t, b).HTTPClient("svc")
+	get := func() int {
+		t.Helper()
+		resp, err := hc.Get(upstream.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+
+	if st := get(); st != 200 || b.gen.Load() != 2 {
+		t.Fatalf("first request: %d at generation %d; want 200 after one forced refresh (generation 2)", st, b.gen.Load())
+	}
+	b.gen.Store(3) // another process refreshed the credential
+	accept.Store(3)
+	if st := get(); st != 200 || b.gen.Load() != 3 {
+		t.Errorf("after a refresh elsewhere: %d at generation %d; want 200 with the broker's token, the forced refresh limited (generation 3)", st, b.gen.Load())
 	}
 }
