@@ -277,8 +277,9 @@ func TestLostAnswerPasswordStartsOver(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.TokenURL = p.TokenURL(oauthtest.VSRS)
-	e := &sources.Endpoint{Dialect: &d, Client: sources.Client{ID: "vs", Secret: sources.NewSecret("vs-secret")}}
-	src := &sources.PasswordSource{Endpoint: e, Username: "demo", Password: sources.NewSecret("demo-password")}
+	e := &sources.Endpoint{Dialect: &d, Client: sources.Client{ID: "vs"}}
+	src := &sources.PasswordSource{Endpoint: e, Username: "demo",
+		Secrets: sources.StaticSecrets(sources.Secrets{ClientSecret: sources.NewSecret("vs-secret"), Password: sources.NewSecret("demo-password")})}
 	store, err := OpenFileStore(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
