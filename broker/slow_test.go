@@ -15,6 +15,7 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/broker/redistest"
 	"github.com/tokenbroker/tokenbroker/internal/fositetest"
+	"github.com/tokenbroker/tokenbroker/internal/tbtest"
 	"github.com/tokenbroker/tokenbroker/sources"
 	"github.com/tokenbroker/tokenbroker/sources/oauthtest"
 )
@@ -175,13 +176,13 @@ func TestSlowLockHolderKeepsTheFleetFromSpending(t *testing.T) {
 // watchedBroker starts a broker of c on a state dir, logging to the
 // returned buffer and observed by the returned observer; the test's end
 // closes it.
-func watchedBroker(t *testing.T, opts Options, c Credential) (*Broker, *lockedBuffer, *slowObserver) {
+func watchedBroker(t *testing.T, opts Options, c Credential) (*Broker, *tbtest.SyncBuffer, *slowObserver) {
 	t.Helper()
 	store, err := OpenFileStore(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs, obs := &lockedBuffer{}, &slowObserver{}
+	logs, obs := &tbtest.SyncBuffer{}, &slowObserver{}
 	opts.Store, opts.Logger, opts.Observer = store, slog.New(slog.NewTextHandler(logs, nil)), obs
 	b, err := New(opts, []Credential{c})
 	if err != nil {
@@ -192,24 +193,6 @@ func watchedBroker(t *testing.T, opts Options, c Credential) (*Broker, *lockedBu
 	}
 	t.Cleanup(func() { b.Close() })
 	return b, logs, obs
-}
-
-// lockedBuffer is a log sink safe for the broker's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // The provider rotates the refresh token, then drops the connection with
