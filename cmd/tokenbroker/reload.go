@@ -100,7 +100,6 @@ func applySecrets(cfg Config, creds []*live, log *slog.Logger, why string) {
 			changed++
 		}
 		if !now.Password.Equal(was.Password) { // config sets one for the password grant alone
-
 			log.Info("password reloaded; tokens in hand stay in use", "credential", cc.Name, "from", cc.Sources["PASSWORD"], "reason", why)
 			changed++
 		}
