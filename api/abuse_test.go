@@ -34,13 +34,15 @@ import (
 	"github.com/tokenbroker/tokenbroker/api"
 	"github.com/tokenbroker/tokenbroker/api/client"
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/internal/tbtest"
+	"github.com/tokenbroker/tokenbroker/internal/tbtest/fakebroker"
 )
 
 // abuseBroker is the fake broker with call counters, and a gate: a handout
 // of "slow" waits until release is closed (or its request ends), then hands
 // out svc's token.
 type abuseBroker struct {
-	*fakeBroker
+	*fakebroker.Broker
 	tokenCalls, refreshCalls, statusCalls atomic.Int64
 
 	entered     chan struct{} // one value per "slow" handout that is waiting
@@ -49,7 +51,7 @@ type abuseBroker struct {
 }
 
 func newAbuseBroker(t *testing.T) *abuseBroker {
-	b := &abuseBroker{fakeBroker: newFake(), entered: make(chan struct{}, 64), release: make(chan struct{})}
+	b := &abuseBroker{Broker: fakebroker.New(), entered: make(chan struct{}, 64), release: make(chan struct{})}
 	// Whatever happens, nothing stays blocked in the fake after the test.
 	t.Cleanup(b.releaseAll)
 	return b
@@ -68,17 +70,17 @@ func (b *abuseBroker) Token(ctx context.Context, name string) (broker.Handout, e
 		}
 		name = "svc"
 	}
-	return b.fakeBroker.Token(ctx, name)
+	return b.Broker.Token(ctx, name)
 }
 
 func (b *abuseBroker) Refresh(ctx context.Context, name string) error {
 	b.refreshCalls.Add(1)
-	return b.fakeBroker.Refresh(ctx, name)
+	return b.Broker.Refresh(ctx, name)
 }
 
 func (b *abuseBroker) Status() []broker.Status {
 	b.statusCalls.Add(1)
-	return b.fakeBroker.Status()
+	return b.Broker.Status()
 }
 
 // liveServer is a server on a real socket that a test can shut down itself
@@ -92,7 +94,7 @@ type liveServer struct {
 
 func startServer(t *testing.T, b api.Broker) *liveServer {
 	t.Helper()
-	ls := &liveServer{path: socketPath(t), served: make(chan error, 1)}
+	ls := &liveServer{path: tbtest.NewHome(t).Socket, served: make(chan error, 1)}
 	opts := api.Options{Path: ls.path, Logger: discard()}
 	l, err := api.Listen(opts)
 	if err != nil {
@@ -238,7 +240,7 @@ func checkErrorAnswer(resp *http.Response, body []byte, status int, code string)
 	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
 		return fmt.Errorf("Content-Type %q, want application/json; body %s", ct, body)
 	}
-	if strings.Contains(string(body), secretToken) {
+	if strings.Contains(string(body), fakebroker.SecretToken) {
 		return fmt.Errorf("error answer holds the access token: %s", body)
 	}
 	var e errorBody
@@ -364,7 +366,7 @@ func TestAbuseHugeHeaders(t *testing.T) {
 					errs <- fmt.Errorf("%s: status %d, want 431; body %.200s", desc, resp.StatusCode, body)
 					return
 				}
-				if rest, err := c.closedByServer(5 * time.Second); err != nil || strings.Contains(string(rest), secretToken) {
+				if rest, err := c.closedByServer(5 * time.Second); err != nil || strings.Contains(string(rest), fakebroker.SecretToken) {
 					errs <- fmt.Errorf("%s: after the 431: %v; then %.200q", desc, err, rest)
 				}
 			})
@@ -374,7 +376,7 @@ func TestAbuseHugeHeaders(t *testing.T) {
 	defer cl.Close()
 	wg.Go(func() {
 		for range handouts {
-			if tok, err := cl.Token(context.Background(), "svc"); err != nil || tok.AccessToken != secretToken {
+			if tok, err := cl.Token(context.Background(), "svc"); err != nil || tok.AccessToken != fakebroker.SecretToken {
 				errs <- fmt.Errorf("a real handout while headers flood in: %v", err)
 				return
 			}
@@ -458,7 +460,7 @@ func TestAbuseSlowHeadersClosed(t *testing.T) {
 	// The server serves others meanwhile.
 	cl := client.New(ls.path)
 	defer cl.Close()
-	if tok, err := cl.Token(context.Background(), "svc"); err != nil || tok.AccessToken != secretToken {
+	if tok, err := cl.Token(context.Background(), "svc"); err != nil || tok.AccessToken != fakebroker.SecretToken {
 		t.Errorf("a handout while slow clients hang on: %v", err)
 	}
 
@@ -471,7 +473,7 @@ func TestAbuseSlowHeadersClosed(t *testing.T) {
 			}
 			// net/http hangs up silently, or with a plain 400 when it
 			// had part of a request line; never more.
-			if len(got) != 0 && !strings.HasPrefix(string(got), "HTTP/1.1 400 ") || strings.Contains(string(got), secretToken) {
+			if len(got) != 0 && !strings.HasPrefix(string(got), "HTTP/1.1 400 ") || strings.Contains(string(got), fakebroker.SecretToken) {
 				t.Errorf("%s: the server answered %.200q, want nothing or a 400", s.desc, got)
 			}
 		})
@@ -499,7 +501,7 @@ func TestAbuseSlowBodyClosed(t *testing.T) {
 	if err != nil {
 		t.Errorf("a body that never ends: %v", err)
 	}
-	if strings.Contains(string(got), secretToken) {
+	if strings.Contains(string(got), fakebroker.SecretToken) {
 		t.Errorf("the answer holds the access token: %q", got)
 	}
 	if n := b.tokenCalls.Load() + b.refreshCalls.Load(); n != 0 {
@@ -531,12 +533,12 @@ func TestAbuseIdleConnections(t *testing.T) {
 	}
 	// One goroutine per connection on the server's side (a few of the
 	// goroutines counted in base may end meanwhile).
-	waitFor(t, "the server to take every connection", func() bool {
+	tbtest.WaitFor(t, 5*time.Second, "the server to take every connection", func() bool {
 		return runtime.NumGoroutine()-base >= len(conns)-10
 	})
 
 	cl := client.New(ls.path)
-	if tok, err := cl.Token(context.Background(), "svc"); err != nil || tok.AccessToken != secretToken {
+	if tok, err := cl.Token(context.Background(), "svc"); err != nil || tok.AccessToken != fakebroker.SecretToken {
 		t.Errorf("a handout among %d idle connections: %v", len(conns), err)
 	}
 	cl.Close()
@@ -544,7 +546,7 @@ func TestAbuseIdleConnections(t *testing.T) {
 	for _, c := range conns {
 		c.Close()
 	}
-	waitFor(t, fmt.Sprintf("the goroutines to go back to %d", base), func() bool {
+	tbtest.WaitFor(t, 5*time.Second, fmt.Sprintf("the goroutines to go back to %d", base), func() bool {
 		return runtime.NumGoroutine() <= base
 	})
 	waitFDs(t, fds) // the server's side of each connection, and what it keeps per connection
@@ -561,7 +563,7 @@ func TestAbuseFloodInBackoff(t *testing.T) {
 	leaks := goleak.IgnoreCurrent()
 	b := newAbuseBroker(t)
 	ls := startServer(t, b)
-	ue := b.unavailable["down"]
+	ue := b.Unavailable["down"]
 	maxRetry := int(time.Until(ue.RetryAt)/time.Second) + 1
 
 	const total, nconn = 2000, 64
@@ -787,7 +789,7 @@ func TestAbuseShutdownWaitsForSlowHandout(t *testing.T) {
 	if _, err := idle.closedByServer(5 * time.Second); err != nil {
 		t.Errorf("the idle connection during Shutdown: %v", err)
 	}
-	waitFor(t, "new connections to be refused", func() bool {
+	tbtest.WaitFor(t, 5*time.Second, "new connections to be refused", func() bool {
 		c, err := net.Dial("unix", ls.path)
 		if err == nil {
 			c.Close()
@@ -808,7 +810,7 @@ func TestAbuseShutdownWaitsForSlowHandout(t *testing.T) {
 	var got struct {
 		AccessToken string `json:"access_token"`
 	}
-	if resp.StatusCode != 200 || json.Unmarshal(body, &got) != nil || got.AccessToken != secretToken {
+	if resp.StatusCode != 200 || json.Unmarshal(body, &got) != nil || got.AccessToken != fakebroker.SecretToken {
 		t.Errorf("the handout in flight: %d %.200s, want 200 with the token", resp.StatusCode, body)
 	}
 	if !resp.Close {

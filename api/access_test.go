@@ -1,7 +1,6 @@
 package api_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -13,12 +12,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/api"
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/internal/tbtest"
+	"github.com/tokenbroker/tokenbroker/internal/tbtest/fakebroker"
 	"github.com/tokenbroker/tokenbroker/sources"
 )
 
@@ -61,11 +61,7 @@ func TestAccessByPeerCredentials(t *testing.T) {
 		t.Skip("setpriv (util-linux) is not installed")
 	}
 	// A copy of the test binary that other users may run.
-	dir, err := os.MkdirTemp("", "tbacl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := tbtest.ShortDir(t)
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -80,11 +76,11 @@ func TestAccessByPeerCredentials(t *testing.T) {
 	}
 	sock := filepath.Join(dir, "tb.sock")
 
-	f := newFake()
+	f := fakebroker.New()
 	for _, n := range []string{"open", "byuid", "bygid", "nobody"} {
-		f.tokens[n] = broker.Handout{AccessToken: sources.NewSecret(secretToken), Expiry: time.Now().Add(time.Hour)}
+		f.Tokens[n] = broker.Handout{AccessToken: sources.NewSecret(fakebroker.SecretToken), Expiry: time.Now().Add(time.Hour)}
 	}
-	var logs syncBuffer
+	var logs tbtest.SyncBuffer
 	opts := api.Options{Path: sock, Mode: 0o666, Logger: slog.New(slog.NewJSONHandler(&logs, nil)), Access: map[string]api.Access{
 		"byuid":  {Set: true, UIDs: []uint32{1234}},
 		"bygid":  {Set: true, GIDs: []uint32{2345}},
@@ -142,7 +138,7 @@ func TestAccessByPeerCredentials(t *testing.T) {
 				t.Fatalf("as %s: got\n%s\nwant %s", c.who.desc, out, status)
 			}
 			if c.want == 403 {
-				if !strings.Contains(string(out), `"error":"access_denied"`) || strings.Contains(string(out), secretToken) {
+				if !strings.Contains(string(out), `"error":"access_denied"`) || strings.Contains(string(out), fakebroker.SecretToken) {
 					t.Errorf("403 answer should be access_denied without the token:\n%s", out)
 				}
 			}
@@ -175,7 +171,7 @@ func TestAccessByPeerCredentials(t *testing.T) {
 			t.Errorf("audit line lacks the caller's identity or executable (%s): %v", bin, d)
 		}
 	}
-	if strings.Contains(logs.String(), secretToken) {
+	if strings.Contains(logs.String(), fakebroker.SecretToken) {
 		t.Error("the log holds the token")
 	}
 }
@@ -195,21 +191,4 @@ func fetch(t *testing.T, sock, name string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -8,20 +8,23 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/tokenbroker/tokenbroker/internal/tbtest"
+	"github.com/tokenbroker/tokenbroker/internal/tbtest/fakebroker"
 )
 
 // Authorize is for the broker's own user and root: over the socket as root
 // it runs; without the kernel's word on the caller it is refused.
 func TestAuthorizeEndpoints(t *testing.T) {
-	h := handler(t, newFake())
+	h := handler(t, fakebroker.New())
 	if w := serveHTTP(h, "POST", "/v1/credentials/svc/authorize"); w.Code != http.StatusForbidden {
 		t.Errorf("authorize from an unknown caller: %d, want 403", w.Code)
 	}
 	if os.Geteuid() != 0 {
 		t.Skip("the socket half needs root, the one admin every broker accepts")
 	}
-	sock := socketPath(t)
-	serve(t, newFake(), sock)
+	sock := tbtest.NewHome(t).Socket
+	serve(t, fakebroker.New(), sock)
 	c := &http.Client{Transport: &http.Transport{DialContext: func(context.Context, string, string) (net.Conn, error) {
 		return net.Dial("unix", sock)
 	}}}

@@ -12,13 +12,15 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/api"
 	"github.com/tokenbroker/tokenbroker/api/client"
+	"github.com/tokenbroker/tokenbroker/internal/tbtest"
+	"github.com/tokenbroker/tokenbroker/internal/tbtest/fakebroker"
 )
 
 func TestListenMode(t *testing.T) {
 	for _, tc := range []struct {
 		mode, want fs.FileMode
 	}{{0, 0o660}, {0o600, 0o600}, {0o666, 0o666}} {
-		p := socketPath(t)
+		p := tbtest.NewHome(t).Socket
 		l, err := api.Listen(api.Options{Path: p, Mode: tc.mode})
 		if err != nil {
 			t.Fatalf("Listen: %v", err)
@@ -42,7 +44,7 @@ func TestListenMode(t *testing.T) {
 }
 
 func TestListenCreatesDirectory(t *testing.T) {
-	p := filepath.Join(filepath.Dir(socketPath(t)), "run", "tb.sock")
+	p := filepath.Join(filepath.Dir(tbtest.NewHome(t).Socket), "run", "tb.sock")
 	l, err := api.Listen(api.Options{Path: p})
 	if err != nil {
 		t.Fatalf("Listen: %v", err)
@@ -55,7 +57,7 @@ func TestListenCreatesDirectory(t *testing.T) {
 }
 
 func TestListenReplacesStaleSocket(t *testing.T) {
-	p := socketPath(t)
+	p := tbtest.NewHome(t).Socket
 	stale, err := net.ListenUnix("unix", &net.UnixAddr{Name: p, Net: "unix"})
 	if err != nil {
 		t.Fatal(err)
@@ -65,16 +67,16 @@ func TestListenReplacesStaleSocket(t *testing.T) {
 	if fi, err := os.Lstat(p); err != nil || fi.Mode().Type() != fs.ModeSocket {
 		t.Fatalf("the stale socket is not there: %v", err)
 	}
-	serve(t, newFake(), p)
+	serve(t, fakebroker.New(), p)
 	c := client.New(p)
 	defer c.Close()
-	if tok, err := c.Token(context.Background(), "svc"); err != nil || tok.AccessToken != secretToken {
+	if tok, err := c.Token(context.Background(), "svc"); err != nil || tok.AccessToken != fakebroker.SecretToken {
 		t.Errorf("Token over the new socket: %v", err)
 	}
 }
 
 func TestListenLeavesLiveSocket(t *testing.T) {
-	p := socketPath(t)
+	p := tbtest.NewHome(t).Socket
 	live, err := net.Listen("unix", p)
 	if err != nil {
 		t.Fatal(err)
@@ -111,7 +113,7 @@ func TestListenRefusesNonSocket(t *testing.T) {
 		{"symbolic link", func(p string) error { return os.Symlink("/dev/null", p) }},
 	} {
 		t.Run(tc.kind, func(t *testing.T) {
-			p := socketPath(t)
+			p := tbtest.NewHome(t).Socket
 			if err := tc.make(p); err != nil {
 				t.Fatal(err)
 			}
@@ -133,7 +135,7 @@ func TestListenRefusesNonSocket(t *testing.T) {
 }
 
 func TestListenRefusesWorldWritableDirectory(t *testing.T) {
-	p := socketPath(t)
+	p := tbtest.NewHome(t).Socket
 	dir := filepath.Dir(p)
 	if err := os.Chmod(dir, 0o777); err != nil {
 		t.Fatal(err)
@@ -164,7 +166,7 @@ func TestListenRefusesLongPath(t *testing.T) {
 }
 
 func TestCloseRemovesOnlyItsOwnSocket(t *testing.T) {
-	p := socketPath(t)
+	p := tbtest.NewHome(t).Socket
 	l, err := api.Listen(api.Options{Path: p})
 	if err != nil {
 		t.Fatal(err)

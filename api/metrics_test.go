@@ -9,6 +9,7 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/api"
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/internal/tbtest/fakebroker"
 )
 
 // scrapeAfterTraffic counts some handouts and refreshes against the fake
@@ -19,7 +20,7 @@ func scrapeAfterTraffic(t *testing.T, opts api.MetricsOptions) string {
 	// A refresh counted before the server knows its credential (the broker
 	// starts before NewServer): counted once, never a duplicate series.
 	m.Refreshed("svc", "firework", broker.ResultOK, time.Millisecond)
-	h := api.NewServer(newFake(), api.Options{Logger: discard(), Metrics: m}).Handler()
+	h := api.NewServer(fakebroker.New(), api.Options{Logger: discard(), Metrics: m}).Handler()
 	for range 3 {
 		serveHTTP(h, "GET", "/v1/tokens/svc")
 	}
@@ -40,7 +41,7 @@ func scrapeAfterTraffic(t *testing.T, opts api.MetricsOptions) string {
 	if w.Code != http.StatusOK {
 		t.Fatalf("GET /metrics: %d %s", w.Code, text)
 	}
-	for _, bad := range []string{secretToken, "made-up-by-a-caller"} {
+	for _, bad := range []string{fakebroker.SecretToken, "made-up-by-a-caller"} {
 		if strings.Contains(text, bad) {
 			t.Errorf("/metrics holds %q", bad)
 		}
@@ -118,7 +119,7 @@ func metricsHave(t *testing.T, text string, want ...string) {
 
 // Without Metrics, /metrics is not served.
 func TestNoMetrics(t *testing.T) {
-	h := api.NewServer(newFake(), api.Options{Logger: discard()}).Handler()
+	h := api.NewServer(fakebroker.New(), api.Options{Logger: discard()}).Handler()
 	if w := serveHTTP(h, "GET", "/metrics"); w.Code != http.StatusNotFound {
 		t.Errorf("GET /metrics without metrics: %d, want 404", w.Code)
 	}

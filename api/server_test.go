@@ -13,11 +13,9 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -25,93 +23,13 @@ import (
 	"github.com/tokenbroker/tokenbroker/api"
 	"github.com/tokenbroker/tokenbroker/api/client"
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/internal/tbtest"
+	"github.com/tokenbroker/tokenbroker/internal/tbtest/fakebroker"
 	"github.com/tokenbroker/tokenbroker/sources"
 )
 
-// secretToken is the fake's access token. It is longer than any echo of a
-// rejected name and holds bytes ('/', '+', '=') that no echo repeats, so it
-// can appear in an answer only because it was handed out.
-const secretToken = "SECRET/acc+ess.tok=en-0123456789-abcdefghij-xyz"
-
-// fakeBroker implements api.Broker from fixed tables.
-type fakeBroker struct {
-	tokens      map[string]broker.Handout
-	unavailable map[string]*broker.UnavailableError
-	refreshErr  map[string]error
-	status      []broker.Status
-	// block, when set, makes Token wait for it to close; entered gets one
-	// value per blocked call.
-	block   chan struct{}
-	entered chan struct{}
-
-	mu        sync.Mutex
-	refreshed []string
-}
-
-func newFake() *fakeBroker {
-	now := time.Now()
-	return &fakeBroker{
-		tokens: map[string]broker.Handout{
-			"svc": {AccessToken: sources.NewSecret(secretToken), Expiry: now.Add(time.Hour)},
-		},
-		unavailable: map[string]*broker.UnavailableError{
-			"down": {Name: "down", State: broker.StateRetrying, Cause: errors.New("provider answered 503"),
-				RetryAt: now.Add(90 * time.Second)},
-			"pending": {Name: "pending", State: broker.StatePending},
-			"rejected": {Name: "rejected", State: broker.StateRejected,
-				Cause: &sources.ProviderError{Grant: sources.ClientCredentials, Status: 401, Code: "invalid_client"}},
-		},
-		refreshErr: map[string]error{
-			"flaky":   fmt.Errorf("refresh %q: %w", "flaky", &sources.ProviderError{Status: 502, Problem: "an HTML page"}),
-			"waiting": fmt.Errorf("refresh %q: %w", "waiting", &broker.DeferredError{Until: now.Add(time.Hour)}),
-		},
-		status: []broker.Status{
-			{Name: "down", Provider: "firework", Grant: "client_credentials", State: broker.StateRetrying,
-				Failures: 2, LastError: "provider answered 503", Action: "the broker retries with backoff"},
-			{Name: "svc", Provider: "firework", Grant: "client_credentials", State: broker.StateOK,
-				ExpiresAt: now.Add(time.Hour), Generation: 3},
-		},
-	}
-}
-
-func (f *fakeBroker) Token(ctx context.Context, name string) (broker.Handout, error) {
-	if name == "panic" {
-		panic("the fake broker panics for " + name)
-	}
-	if f.block != nil {
-		f.entered <- struct{}{}
-		select {
-		case <-f.block:
-		case <-ctx.Done():
-			return broker.Handout{}, ctx.Err()
-		}
-	}
-	if h, ok := f.tokens[name]; ok {
-		return h, nil
-	}
-	if e, ok := f.unavailable[name]; ok {
-		return broker.Handout{}, e
-	}
-	return broker.Handout{}, fmt.Errorf("%w %q", broker.ErrUnknownCredential, name)
-}
-
-func (f *fakeBroker) Status() []broker.Status { return f.status }
-
-func (f *fakeBroker) Refresh(_ context.Context, name string) error {
-	f.mu.Lock()
-	f.refreshed = append(f.refreshed, name)
-	f.mu.Unlock()
-	if err, ok := f.refreshErr[name]; ok {
-		return err
-	}
-	if e, ok := f.unavailable[name]; ok {
-		return e
-	}
-	if _, ok := f.tokens[name]; ok {
-		return nil
-	}
-	return fmt.Errorf("%w %q", broker.ErrUnknownCredential, name)
-}
+// The fake serves the API as a broker would.
+var _ api.Broker = (*fakebroker.Broker)(nil)
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
@@ -158,14 +76,14 @@ func wantError(t *testing.T, w *httptest.ResponseRecorder, status int, code stri
 	if e.Description == "" {
 		t.Errorf("error_description is empty; body %s", w.Body)
 	}
-	if strings.Contains(w.Body.String(), secretToken) {
+	if strings.Contains(w.Body.String(), fakebroker.SecretToken) {
 		t.Errorf("error answer holds the access token: %s", w.Body)
 	}
 	return e
 }
 
 func TestHandout(t *testing.T) {
-	f := newFake()
+	f := fakebroker.New()
 	w := serveHTTP(handler(t, f), "GET", "/v1/tokens/svc")
 	if w.Code != http.StatusOK {
 		t.Fatalf("status = %d, want 200; body %s", w.Code, w.Body)
@@ -196,14 +114,14 @@ func TestHandout(t *testing.T) {
 		ExpiresAt   string `json:"expires_at"`
 	}
 	_ = json.Unmarshal(w.Body.Bytes(), &got)
-	if got.AccessToken != secretToken || got.TokenType != "Bearer" {
+	if got.AccessToken != fakebroker.SecretToken || got.TokenType != "Bearer" {
 		t.Errorf("access_token, token_type = %q, %q; want the fake's token, Bearer", got.AccessToken, got.TokenType)
 	}
 	in, ok := got.ExpiresIn.(float64)
 	if !ok || in != float64(int(in)) || in < 3590 || in > 3599 {
 		t.Errorf("expires_in = %v, want whole seconds just under 3600", got.ExpiresIn)
 	}
-	exp := f.tokens["svc"].Expiry
+	exp := f.Tokens["svc"].Expiry
 	if want := exp.UTC().Truncate(time.Second).Format(time.RFC3339); got.ExpiresAt != want {
 		t.Errorf("expires_at = %q, want %q", got.ExpiresAt, want)
 	}
@@ -214,8 +132,8 @@ func TestHandout(t *testing.T) {
 
 func TestHandoutEscapesToken(t *testing.T) {
 	for _, tok := range []string{`plain.ASCII-token_~+/=`, `q"uote\back`, "ctl\x00\x01\n\r\t\x1f\x7f", "ünïcødé ✓ \u2028\u2029", "bad\xffutf8\xc3"} {
-		f := newFake()
-		f.tokens["svc"] = broker.Handout{AccessToken: sources.NewSecret(tok), Expiry: time.Now().Add(time.Hour)}
+		f := fakebroker.New()
+		f.Tokens["svc"] = broker.Handout{AccessToken: sources.NewSecret(tok), Expiry: time.Now().Add(time.Hour)}
 		w := serveHTTP(handler(t, f), "GET", "/v1/tokens/svc")
 		var got struct {
 			AccessToken string `json:"access_token"`
@@ -230,14 +148,14 @@ func TestHandoutEscapesToken(t *testing.T) {
 }
 
 func TestUnknownCredential(t *testing.T) {
-	e := wantError(t, serveHTTP(handler(t, newFake()), "GET", "/v1/tokens/nope"), http.StatusNotFound, "unknown_credential")
+	e := wantError(t, serveHTTP(handler(t, fakebroker.New()), "GET", "/v1/tokens/nope"), http.StatusNotFound, "unknown_credential")
 	if !strings.Contains(e.Description, `"nope"`) {
 		t.Errorf("description %q does not name the credential", e.Description)
 	}
 }
 
 func TestUnavailable(t *testing.T) {
-	f := newFake()
+	f := fakebroker.New()
 	h := handler(t, f)
 	for _, tc := range []struct {
 		name       string
@@ -246,7 +164,7 @@ func TestUnavailable(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			w := serveHTTP(h, "GET", "/v1/tokens/"+tc.name)
 			e := wantError(t, w, http.StatusServiceUnavailable, "token_unavailable")
-			ue := f.unavailable[tc.name]
+			ue := f.Unavailable[tc.name]
 			if !strings.Contains(e.Description, strconv.Quote(tc.name)) || !strings.Contains(e.Description, ue.Advice()) {
 				t.Errorf("description %q does not name %q and give the advice %q", e.Description, tc.name, ue.Advice())
 			}
@@ -266,7 +184,7 @@ func TestUnavailable(t *testing.T) {
 
 func TestInvalidNames(t *testing.T) {
 	long := strings.Repeat("a", 200)
-	h := handler(t, newFake())
+	h := handler(t, fakebroker.New())
 	for _, tc := range []struct{ desc, path string }{
 		{"empty", "/v1/tokens/"},
 		{"upper case", "/v1/tokens/A"},
@@ -300,7 +218,7 @@ func TestInvalidNames(t *testing.T) {
 }
 
 func TestMethodNotAllowed(t *testing.T) {
-	h := handler(t, newFake())
+	h := handler(t, fakebroker.New())
 	for _, tc := range []struct{ method, path, allow string }{
 		{"POST", "/v1/tokens/svc", "GET, HEAD"},
 		{"DELETE", "/v1/tokens/svc", "GET, HEAD"},
@@ -317,7 +235,7 @@ func TestMethodNotAllowed(t *testing.T) {
 }
 
 func TestNotFound(t *testing.T) {
-	h := handler(t, newFake())
+	h := handler(t, fakebroker.New())
 	for _, p := range []string{"/", "/nope", "/v1", "/v1/tokens", "/v1/tokens/svc/other", "/v2/tokens/svc", "//healthz"} {
 		e := wantError(t, serveHTTP(h, "GET", p), http.StatusNotFound, "not_found")
 		if !slices.Contains(e.Endpoints, "GET /v1/tokens/{name}") || !strings.Contains(e.Description, "/v1/credentials") {
@@ -327,19 +245,19 @@ func TestNotFound(t *testing.T) {
 }
 
 func TestHealthz(t *testing.T) {
-	h := api.NewServer(newFake(), api.Options{Logger: discard(), Version: "1.2.3"}).Handler()
+	h := api.NewServer(fakebroker.New(), api.Options{Logger: discard(), Version: "1.2.3"}).Handler()
 	w := serveHTTP(h, "GET", "/healthz")
 	if w.Code != 200 || strings.TrimSpace(w.Body.String()) != `{"status":"ok","version":"1.2.3"}` {
 		t.Errorf("got %d %s, want 200 {\"status\":\"ok\",\"version\":\"1.2.3\"}", w.Code, w.Body)
 	}
-	w = serveHTTP(handler(t, newFake()), "GET", "/healthz")
+	w = serveHTTP(handler(t, fakebroker.New()), "GET", "/healthz")
 	if w.Code != 200 || strings.TrimSpace(w.Body.String()) != `{"status":"ok"}` {
 		t.Errorf("got %d %s, want 200 {\"status\":\"ok\"}", w.Code, w.Body)
 	}
 }
 
 func TestCredentials(t *testing.T) {
-	f := newFake()
+	f := fakebroker.New()
 	w := serveHTTP(handler(t, f), "GET", "/v1/credentials")
 	if w.Code != 200 || w.Header().Get("Content-Type") != "application/json" {
 		t.Fatalf("got %d %q, want 200 application/json", w.Code, w.Header().Get("Content-Type"))
@@ -353,11 +271,11 @@ func TestCredentials(t *testing.T) {
 	if len(got.Credentials) != 2 || got.Credentials[1].Name != "svc" || got.Credentials[1].State != string(broker.StateOK) {
 		t.Errorf("credentials = %+v, want the fake's two", got.Credentials)
 	}
-	if strings.Contains(w.Body.String(), secretToken) {
+	if strings.Contains(w.Body.String(), fakebroker.SecretToken) {
 		t.Errorf("credentials hold the access token: %s", w.Body)
 	}
 
-	f.status = nil
+	f.Statuses = nil
 	w = serveHTTP(handler(t, f), "GET", "/v1/credentials")
 	if strings.TrimSpace(w.Body.String()) != `{"credentials":[]}` {
 		t.Errorf("no credentials: body %s, want an empty list", w.Body)
@@ -365,7 +283,7 @@ func TestCredentials(t *testing.T) {
 }
 
 func TestRefresh(t *testing.T) {
-	f := newFake()
+	f := fakebroker.New()
 	h := handler(t, f)
 	if w := serveHTTP(h, "POST", "/v1/tokens/svc/refresh"); w.Code != http.StatusNoContent || w.Body.Len() != 0 {
 		t.Errorf("refresh svc: %d %s, want 204 and no body", w.Code, w.Body)
@@ -376,8 +294,8 @@ func TestRefresh(t *testing.T) {
 	if !strings.Contains(e.Description, `"flaky"`) || !strings.Contains(e.Description, "an HTML page") {
 		t.Errorf("description %q does not say which credential failed and why", e.Description)
 	}
-	if want := []string{"svc", "nope", "down", "flaky"}; !slices.Equal(f.refreshed, want) {
-		t.Errorf("refreshed %v, want %v", f.refreshed, want)
+	if want := []string{"svc", "nope", "down", "flaky"}; !slices.Equal(f.Refreshed(), want) {
+		t.Errorf("refreshed %v, want %v", f.Refreshed(), want)
 	}
 	// A refresh the provider asked to defer is a 503 that says until when.
 	w := serveHTTP(h, "POST", "/v1/tokens/waiting/refresh")
@@ -389,7 +307,7 @@ func TestRefresh(t *testing.T) {
 
 func TestPanicRecovered(t *testing.T) {
 	var logs bytes.Buffer
-	h := api.NewServer(newFake(), api.Options{Logger: slog.New(slog.NewJSONHandler(&logs, nil))}).Handler()
+	h := api.NewServer(fakebroker.New(), api.Options{Logger: slog.New(slog.NewJSONHandler(&logs, nil))}).Handler()
 	r := newRequest("GET", "/v1/tokens/panic")
 	r.Header.Set("Authorization", "Bearer request-secret")
 	w := httptest.NewRecorder()
@@ -406,7 +324,7 @@ func TestPanicRecovered(t *testing.T) {
 func TestAccessLog(t *testing.T) {
 	var logs bytes.Buffer
 	log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	h := api.NewServer(newFake(), api.Options{Logger: log}).Handler()
+	h := api.NewServer(fakebroker.New(), api.Options{Logger: log}).Handler()
 	serveHTTP(h, "GET", "/v1/tokens/svc")
 	serveHTTP(h, "GET", "/v1/tokens/down")
 	serveHTTP(h, "GET", "/v1/tokens/panic")
@@ -433,21 +351,9 @@ func TestAccessLog(t *testing.T) {
 			t.Errorf("access log line %d = %v, want DEBUG GET %s %v with a duration", i, l, w.path, w.status)
 		}
 	}
-	if strings.Contains(logs.String(), secretToken) {
+	if strings.Contains(logs.String(), fakebroker.SecretToken) {
 		t.Errorf("the log holds the access token: %s", logs.String())
 	}
-}
-
-// socketPath returns a socket path in a fresh directory short enough for
-// sun_path (t.TempDir can be too long).
-func socketPath(t testing.TB) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "tb")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return filepath.Join(dir, "tb.sock")
 }
 
 // serve runs a server for b on a new socket until the test ends, and
@@ -476,9 +382,9 @@ func serve(t testing.TB, b api.Broker, path string) *api.Server {
 }
 
 func TestShutdownRemovesSocket(t *testing.T) {
-	p := socketPath(t)
-	f := newFake()
-	f.block, f.entered = make(chan struct{}), make(chan struct{}, 1)
+	p := tbtest.NewHome(t).Socket
+	f := fakebroker.New()
+	f.Block, f.Entered = make(chan struct{}), make(chan struct{}, 1)
 	l, err := api.Listen(api.Options{Path: p})
 	if err != nil {
 		t.Fatal(err)
@@ -492,16 +398,16 @@ func TestShutdownRemovesSocket(t *testing.T) {
 	got := make(chan error, 1)
 	go func() {
 		tok, err := c.Token(context.Background(), "svc")
-		if err == nil && tok.AccessToken != secretToken {
+		if err == nil && tok.AccessToken != fakebroker.SecretToken {
 			err = fmt.Errorf("got token %q", tok.AccessToken)
 		}
 		got <- err
 	}()
-	<-f.entered // a request is in flight
+	<-f.Entered // a request is in flight
 
 	shut := make(chan error, 1)
 	go func() { shut <- s.Shutdown(context.Background()) }()
-	waitFor(t, "the socket file to go", func() bool {
+	tbtest.WaitFor(t, 5*time.Second, "the socket file to go", func() bool {
 		_, err := os.Lstat(p)
 		return errors.Is(err, os.ErrNotExist)
 	})
@@ -510,7 +416,7 @@ func TestShutdownRemovesSocket(t *testing.T) {
 		t.Fatalf("Shutdown returned %v while a request was in flight", err)
 	default:
 	}
-	close(f.block)
+	close(f.Block)
 	if err := <-got; err != nil {
 		t.Errorf("the request in flight failed: %v", err)
 	}
@@ -519,18 +425,6 @@ func TestShutdownRemovesSocket(t *testing.T) {
 	}
 	if err := <-served; err != nil {
 		t.Errorf("Serve returned %v, want nil", err)
-	}
-}
-
-// waitFor polls cond until it holds or five seconds pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -567,7 +461,7 @@ func TestRealBrokerOverSocket(t *testing.T) {
 	}
 	t.Cleanup(func() { b.Close() })
 
-	p := socketPath(t)
+	p := tbtest.NewHome(t).Socket
 	serve(t, b, p)
 	c := client.New(p)
 	t.Cleanup(func() { c.Close() })
@@ -609,12 +503,12 @@ func FuzzTokenPath(f *testing.F) {
 		"/v1/tokens/../x", "/v1/tokens/%2e%2e", "/v1/tokens/a%2Fb", "/v1/tokens/svc/refresh",
 		"/v1/tokens/" + strings.Repeat("a", 200), "/v1/tokens/ünï", "/v1/tokens/a b", "//v1/tokens/svc",
 		"/v1/tokens/svc?x=1", "/v1/tokens/svc#f", "*", "http://h/v1/tokens/svc", "/v1/tokens/%zz",
-		"/v1/tokens/" + secretToken, "/v1/tokens/" + url.PathEscape(secretToken), "/healthz", "/v1/credentials", "",
+		"/v1/tokens/" + fakebroker.SecretToken, "/v1/tokens/" + url.PathEscape(fakebroker.SecretToken), "/healthz", "/v1/credentials", "",
 	} {
 		f.Add(p, uint8(0))
 	}
 	f.Add("/v1/tokens/svc/refresh", uint8(2))
-	h := handler(f, newFake())
+	h := handler(f, fakebroker.New())
 	methods := []string{"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"}
 	f.Fuzz(func(t *testing.T, target string, m uint8) {
 		method := methods[int(m)%len(methods)]
@@ -647,7 +541,7 @@ func checkFuzzAnswer(t *testing.T, h http.Handler, r *http.Request) {
 		t.Fatalf("%s %q: status %d: %s", r.Method, target, w.Code, body)
 	}
 	handedOut := w.Code == 200 && r.PathValue("name") == "svc" // ServeMux set it on r
-	if bytes.Contains(body, []byte(secretToken)) && !handedOut {
+	if bytes.Contains(body, []byte(fakebroker.SecretToken)) && !handedOut {
 		t.Fatalf("%s %q: %d answer holds the access token: %s", r.Method, target, w.Code, body)
 	}
 	if w.Code != 200 && len(body) > 1024 {
@@ -658,7 +552,7 @@ func checkFuzzAnswer(t *testing.T, h http.Handler, r *http.Request) {
 // BenchmarkHandout measures the hot path: GET /v1/tokens/{name} through the
 // whole handler (middleware, mux, broker call, encoding).
 func BenchmarkHandout(b *testing.B) {
-	h := handler(b, newFake())
+	h := handler(b, fakebroker.New())
 	b.Run("recorder", func(b *testing.B) {
 		r := newRequest("GET", "/v1/tokens/svc")
 		b.ReportAllocs()
@@ -685,8 +579,8 @@ func BenchmarkHandout(b *testing.B) {
 	})
 	// Over a real socket with the client, keep-alive: what a service sees.
 	b.Run("socket", func(b *testing.B) {
-		p := socketPath(b)
-		serve(b, newFake(), p)
+		p := tbtest.NewHome(b).Socket
+		serve(b, fakebroker.New(), p)
 		c := client.New(p)
 		defer c.Close()
 		ctx := context.Background()
@@ -707,19 +601,3 @@ type discardWriter struct {
 func (w *discardWriter) Header() http.Header         { return w.h }
 func (w *discardWriter) WriteHeader(code int)        { w.status = code }
 func (w *discardWriter) Write(p []byte) (int, error) { return io.Discard.Write(p) }
-
-// The fake authorizes "svc" only, with the state "good-state".
-func (f *fakeBroker) BeginAuthorization(name string) (broker.AuthRequest, error) {
-	if name != "svc" {
-		return broker.AuthRequest{}, fmt.Errorf("credential %q: %w", name, broker.ErrNotAuthorizable)
-	}
-	return broker.AuthRequest{URL: "https://provider.example/authorize?state=good-state", RedirectURI: "http://127.0.0.1:8976/callback",
-		State: "good-state", Expires: time.Now().Add(broker.AuthTTL)}, nil
-}
-
-func (f *fakeBroker) CompleteAuthorization(_ context.Context, name, state, code string) (broker.Status, error) {
-	if name != "svc" || state != "good-state" {
-		return broker.Status{}, fmt.Errorf("credential %q: %w", name, broker.ErrUnknownState)
-	}
-	return f.status[1], nil
-}

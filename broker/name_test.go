@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenbroker/tokenbroker/internal/tbtest"
 	"github.com/tokenbroker/tokenbroker/sources"
 )
 
@@ -26,7 +27,7 @@ func TestNewEnforcesNameRule(t *testing.T) {
 // A refresh_token credential nobody authorized yet is a state the operator
 // acts on, said once at WARN, not an ERROR in a fresh broker's first lines.
 func TestNeverAuthorizedIsNotAnError(t *testing.T) {
-	logs := &lockedBuffer{}
+	logs := &tbtest.SyncBuffer{}
 	src := &sources.RefreshTokenSource{Endpoint: &sources.Endpoint{}}
 	b, err := New(Options{Store: openStore(t, t.TempDir()), Logger: slog.New(slog.NewTextHandler(logs, nil))},
 		[]Credential{{Name: "user", Provider: "p", Source: src, Fingerprint: "fp"}})

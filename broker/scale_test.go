@@ -97,7 +97,7 @@ func scaleRun(t *testing.T, n int, wired bool) {
 		scopes := []string{"videos:write"}
 		e := &sources.Endpoint{Dialect: &d, HTTP: hc, Warn: func(msg string) { log.Warn(msg, "credential", name) },
 			Client: sources.Client{ID: name, Secret: sources.NewSecret("secret-" + name), Scopes: scopes}}
-		src, err := sources.New(sources.ClientCredentials, e, "", sources.Secret{})
+		src, err := sources.New(sources.ClientCredentials, e, "", nil) // nil: the Client's secrets
 		if err != nil {
 			t.Fatal(err)
 		}

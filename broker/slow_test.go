@@ -5,13 +5,13 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker/redistest"
+	"github.com/tokenbroker/tokenbroker/internal/tbtest"
 	"github.com/tokenbroker/tokenbroker/sources"
 	"github.com/tokenbroker/tokenbroker/sources/oauthtest"
 )
@@ -28,13 +28,13 @@ func (o *slowObserver) AnswerLost(string)  { o.lost.Add(1) }
 // watchedBroker starts a broker of c on a state dir, logging to the
 // returned buffer and observed by the returned observer; the test's end
 // closes it.
-func watchedBroker(t *testing.T, opts Options, c Credential) (*Broker, *lockedBuffer, *slowObserver) {
+func watchedBroker(t *testing.T, opts Options, c Credential) (*Broker, *tbtest.SyncBuffer, *slowObserver) {
 	t.Helper()
 	store, err := OpenFileStore(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs, obs := &lockedBuffer{}, &slowObserver{}
+	logs, obs := &tbtest.SyncBuffer{}, &slowObserver{}
 	opts.Store, opts.Logger, opts.Observer = store, slog.New(slog.NewTextHandler(logs, nil)), obs
 	b, err := New(opts, []Credential{c})
 	if err != nil {
@@ -45,24 +45,6 @@ func watchedBroker(t *testing.T, opts Options, c Credential) (*Broker, *lockedBu
 	}
 	t.Cleanup(func() { b.Close() })
 	return b, logs, obs
-}
-
-// lockedBuffer is a log sink safe for the broker's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // The provider rotates the refresh token, then drops the connection with
@@ -109,8 +91,9 @@ func TestLostAnswerPasswordStartsOver(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.TokenURL = p.TokenURL(oauthtest.VSRS)
-	e := &sources.Endpoint{Dialect: &d, Client: sources.Client{ID: "vs", Secret: sources.NewSecret("vs-secret")}}
-	src := &sources.PasswordSource{Endpoint: e, Username: "demo", Password: sources.NewSecret("demo-password")}
+	e := &sources.Endpoint{Dialect: &d, Client: sources.Client{ID: "vs"}}
+	src := &sources.PasswordSource{Endpoint: e, Username: "demo",
+		Secrets: sources.StaticSecrets(sources.Secrets{ClientSecret: sources.NewSecret("vs-secret"), Password: sources.NewSecret("demo-password")})}
 	store, err := OpenFileStore(t.TempDir())
 	if err != nil {
 		t.Fatal(err)

@@ -32,9 +32,15 @@ func (s *RefreshTokenSource) AuthCodeURL(state, verifier string) (string, error)
 // RedirectURI implements Authorizer.
 func (s *RefreshTokenSource) RedirectURI() string { return s.Endpoint.Client.RedirectURI }
 
-// ExchangeCode implements Authorizer.
+// ExchangeCode implements Authorizer: it trades an authorization code (and
+// its PKCE verifier, when one was used) for a token, with the client
+// secrets in use now.
 func (s *RefreshTokenSource) ExchangeCode(ctx context.Context, code, verifier string) (Token, error) {
-	return s.Endpoint.ExchangeCode(ctx, code, verifier)
+	v := url.Values{"code": {code}}
+	if verifier != "" {
+		v.Set("code_verifier", verifier)
+	}
+	return s.Endpoint.exchangeWith(ctx, AuthorizationCode, v, s.Endpoint.secrets(s.Secrets))
 }
 
 // AuthCodeURL builds the authorization URL in e's dialect. PKCE is always

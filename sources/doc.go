@@ -8,6 +8,11 @@
 // Provider quirks live in the Dialect table (presets.go), never as branches
 // elsewhere.
 //
+// The secrets an operator may rotate (client secrets, a password) reach a
+// Source through the function it is built with (New), asked at every
+// request: their owner, cmd's reload, swaps what it returns. Nothing sets
+// them on a Source or an Endpoint from outside.
+//
 // Why not golang.org/x/oauth2's exchange: it cannot send a GET, put
 // parameters in the query of a POST, read token_expires_in, classify a 200
 // answer carrying an "error" field, or hand back Retry-After; and its

@@ -18,15 +18,30 @@ import (
 
 // Client is the OAuth client the broker acts as.
 type Client struct {
-	ID     string
-	Secret Secret
-	// PreviousSecret, when set, is tried once when the provider answers
-	// invalid_client to Secret: a fleet rolling to a new secret keeps
-	// working while the provider accepts both.
+	ID string
+	// Secret and PreviousSecret are the secrets configured at start: the
+	// ones a Source without a Secrets function sends (see Secrets).
+	Secret         Secret
 	PreviousSecret Secret
 	RedirectURI    string
 	Scopes         []string
 }
+
+// Secrets are what a Source proves itself with and an operator may rotate
+// while it runs. A Source asks its Secrets function for them at every
+// request, so a rotation applies from the next request on.
+type Secrets struct {
+	ClientSecret Secret
+	// PreviousClientSecret, when set, is tried once when the provider
+	// answers invalid_client to ClientSecret: a fleet rolling to a new
+	// secret keeps working while the provider accepts both.
+	PreviousClientSecret Secret
+	Password             Secret // the resource owner's, for the password grant
+}
+
+// StaticSecrets returns a Secrets function that always returns s, for a
+// Source whose secrets never change.
+func StaticSecrets(s Secrets) func() Secrets { return func() Secrets { return s } }
 
 // Endpoint sends token requests for one credential in its provider's Dialect.
 type Endpoint struct {
@@ -46,22 +61,14 @@ type Endpoint struct {
 	// A function, not a logger per credential: 10k credentials each with
 	// their own slog handler would cost more than the rest of them.
 	Warn func(msg string)
-
-	secrets atomic.Pointer[[2]Secret] // replaces Client's two secrets once set
 }
 
-// SetClientSecrets replaces the client secret and the previous one while
-// the endpoint is in use (an operator rotated them).
-func (e *Endpoint) SetClientSecrets(current, previous Secret) {
-	e.secrets.Store(&[2]Secret{current, previous})
-}
-
-// clientSecrets returns the current and the previous client secret.
-func (e *Endpoint) clientSecrets() (current, previous Secret) {
-	if s := e.secrets.Load(); s != nil {
-		return s[0], s[1]
+// secrets returns what f returns, or with f nil the Client's secrets.
+func (e *Endpoint) secrets(f func() Secrets) Secrets {
+	if f != nil {
+		return f()
 	}
-	return e.Client.Secret, e.Client.PreviousSecret
+	return Secrets{ClientSecret: e.Client.Secret, PreviousClientSecret: e.Client.PreviousSecret}
 }
 
 var defaultHTTP = &http.Client{Timeout: 30 * time.Second}
@@ -74,14 +81,20 @@ func (e *Endpoint) dialect() *Dialect {
 }
 
 // Exchange runs one token request for grant g with the grant's own params
-// (refresh_token, username, code, ...) and parses the answer. It sends the
-// request exactly once: a retry is the caller's decision.
+// (refresh_token, username, code, ...) and the Client's secrets, and parses
+// the answer. It sends the request exactly once: a retry is the caller's
+// decision.
 //
 // When the provider answers invalid_client and a previous client secret is
 // set, the request is sent once more with it: a provider authenticates the
 // client before it looks at a grant, so nothing was spent.
 func (e *Endpoint) Exchange(ctx context.Context, g Grant, params url.Values) (Token, error) {
-	current, previous := e.clientSecrets()
+	return e.exchangeWith(ctx, g, params, e.secrets(nil))
+}
+
+// exchangeWith is Exchange with the client secrets of s.
+func (e *Endpoint) exchangeWith(ctx context.Context, g Grant, params url.Values, s Secrets) (Token, error) {
+	current, previous := s.ClientSecret, s.PreviousClientSecret
 	t, err := e.exchange(ctx, g, params, current)
 	var pe *ProviderError
 	if err == nil || previous.IsZero() || !errors.As(err, &pe) || pe.Code != "invalid_client" {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,8 +25,16 @@ type setup struct {
 	scopes   []string
 }
 
-// endpoint registers a client for s at p and returns the Source for it.
+// newSource registers a client for s at p and returns the Source for it.
 func newSource(t *testing.T, p *oauthtest.Provider, s setup) (sources.Source, *sources.Endpoint) {
+	t.Helper()
+	src, e, _ := rotatableSource(t, p, s)
+	return src, e
+}
+
+// rotatableSource is newSource, with a function that replaces the secrets
+// the Source sends from its next request on, as cmd's reload does.
+func rotatableSource(t *testing.T, p *oauthtest.Provider, s setup) (sources.Source, *sources.Endpoint, func(sources.Secrets)) {
 	t.Helper()
 	d, err := sources.Preset(s.provider, s.grant)
 	if err != nil {
@@ -35,12 +44,14 @@ func newSource(t *testing.T, p *oauthtest.Provider, s setup) (sources.Source, *s
 	id := string(s.dialect) + "-" + string(s.grant)
 	p.AddClient(oauthtest.Client{ID: id, Secret: secretValue, Scopes: s.scopes, RedirectURI: "https://app.example/cb", Dialect: s.dialect})
 	p.AddUser("alice", passwordValue)
-	e := &sources.Endpoint{Dialect: &d, Client: sources.Client{ID: id, Secret: sources.NewSecret(secretValue), RedirectURI: "https://app.example/cb", Scopes: s.scopes}}
-	src, err := sources.New(s.grant, e, "alice", sources.NewSecret(passwordValue))
+	e := &sources.Endpoint{Dialect: &d, Client: sources.Client{ID: id, RedirectURI: "https://app.example/cb", Scopes: s.scopes}}
+	var held atomic.Pointer[sources.Secrets]
+	held.Store(&sources.Secrets{ClientSecret: sources.NewSecret(secretValue), Password: sources.NewSecret(passwordValue)})
+	src, err := sources.New(s.grant, e, "alice", func() sources.Secrets { return *held.Load() })
 	if err != nil {
 		t.Fatal(err)
 	}
-	return src, e
+	return src, e, func(s sources.Secrets) { held.Store(&s) }
 }
 
 var setups = []setup{
@@ -179,9 +190,12 @@ func TestSlowProviderHonoursContext(t *testing.T) {
 // Ingest sends its vendor Accept header; the provider refuses without it.
 func TestDialectHeadersAreSent(t *testing.T) {
 	p := oauthtest.StartTest(t, oauthtest.Options{})
-	_, e := newSource(t, p, setups[3])
+	src, e := newSource(t, p, setups[3])
+	if _, err := src.Token(context.Background(), sources.Token{}); err != nil {
+		t.Fatalf("ingest with its Accept header: %v", err)
+	}
 	e.Dialect.Headers = nil
-	if _, err := e.Exchange(context.Background(), sources.ClientCredentials, nil); err == nil {
+	if _, err := src.Token(context.Background(), sources.Token{}); err == nil {
 		t.Error("ingest without its Accept header succeeded; the provider should refuse it")
 	}
 	_ = http.StatusOK

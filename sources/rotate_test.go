@@ -23,7 +23,7 @@ func TestPreviousClientSecret(t *testing.T) {
 		}
 		t.Run(s.provider+"/"+string(s.grant), func(t *testing.T) {
 			p := oauthtest.StartTest(t, oauthtest.Options{Rotate: true})
-			src, e := newSource(t, p, s)
+			src, e, rotate := rotatableSource(t, p, s)
 			id := e.Client.ID
 			var logs bytes.Buffer
 			log := slog.New(slog.NewTextHandler(&logs, nil))
@@ -42,7 +42,8 @@ func TestPreviousClientSecret(t *testing.T) {
 			// The provider still knows only the old secret; we hold the new
 			// one and the old one as previous.
 			register(oldSecret)
-			e.SetClientSecrets(sources.NewSecret(newSecret), sources.NewSecret(oldSecret))
+			rotate(sources.Secrets{ClientSecret: sources.NewSecret(newSecret), PreviousClientSecret: sources.NewSecret(oldSecret),
+				Password: sources.NewSecret(passwordValue)})
 			before := p.Stats().TokenRequests
 			if _, err := src.Token(context.Background(), prev()); err != nil {
 				t.Fatalf("with the previous secret accepted: %v", err)
@@ -78,7 +79,7 @@ func TestPreviousClientSecret(t *testing.T) {
 			}
 
 			// Without a previous secret: no second request.
-			e.SetClientSecrets(sources.NewSecret(newSecret), sources.Secret{})
+			rotate(sources.Secrets{ClientSecret: sources.NewSecret(newSecret), Password: sources.NewSecret(passwordValue)})
 			before = p.Stats().TokenRequests
 			_, _ = src.Token(context.Background(), prev())
 			if n := p.Stats().TokenRequests - before; n != 1 {
@@ -86,6 +87,35 @@ func TestPreviousClientSecret(t *testing.T) {
 			}
 			if st := p.Stats(); st.ReuseEvents != 0 {
 				t.Errorf("%d refresh token reuse events, want 0", st.ReuseEvents)
+			}
+		})
+	}
+}
+
+// An authorization code is traded with the client secret in use now, not
+// the one configured at start: after a rotation, authorize works at once.
+func TestExchangeCodeSendsRotatedSecret(t *testing.T) {
+	const newSecret = "NEW-secret-for-code-5e5e"
+	for _, s := range []setup{
+		{"generic", oauthtest.Generic, sources.RefreshToken, nil}, // HTTP Basic
+		{"vsrs", oauthtest.VSRS, sources.RefreshToken, nil},       // in the body
+	} {
+		t.Run(s.provider, func(t *testing.T) {
+			p := oauthtest.StartTest(t, oauthtest.Options{})
+			src, e, rotate := rotatableSource(t, p, s)
+			az, ok := src.(sources.Authorizer)
+			if !ok {
+				t.Fatalf("%T is not an Authorizer", src)
+			}
+			const cb = "https://app.example/cb"
+			p.AddClient(oauthtest.Client{ID: e.Client.ID, Secret: newSecret, RedirectURI: cb, Dialect: s.dialect})
+			if _, err := az.ExchangeCode(context.Background(), p.IssueCode(e.Client.ID, cb, nil), ""); !errors.Is(err, sources.ErrRejected) {
+				t.Fatalf("code with the old secret: %v; want ErrRejected (invalid_client)", err)
+			}
+			rotate(sources.Secrets{ClientSecret: sources.NewSecret(newSecret)})
+			tok, err := az.ExchangeCode(context.Background(), p.IssueCode(e.Client.ID, cb, nil), "")
+			if err != nil || !p.Valid(tok.AccessToken.Reveal()) {
+				t.Fatalf("code with the rotated secret: %v; want a valid token", err)
 			}
 		})
 	}

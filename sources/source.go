@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"sync/atomic"
 )
 
 // Source obtains a new token for one credential. prev is the token the
@@ -34,7 +33,12 @@ func (noRefreshToken) Error() string {
 func (noRefreshToken) Is(target error) bool { return target == ErrReauthorize }
 
 // ClientCredentialsSource runs the client_credentials grant.
-type ClientCredentialsSource struct{ Endpoint *Endpoint }
+type ClientCredentialsSource struct {
+	Endpoint *Endpoint
+	// Secrets returns the client secrets to send now; nil means the
+	// Endpoint's Client secrets. It is called at every request.
+	Secrets func() Secrets
+}
 
 // Grant implements Source.
 func (s *ClientCredentialsSource) Grant() Grant { return ClientCredentials }
@@ -44,13 +48,18 @@ func (s *ClientCredentialsSource) Spends(Token) bool { return false }
 
 // Token implements Source.
 func (s *ClientCredentialsSource) Token(ctx context.Context, _ Token) (Token, error) {
-	return s.Endpoint.Exchange(ctx, ClientCredentials, nil)
+	return s.Endpoint.exchangeWith(ctx, ClientCredentials, nil, s.Endpoint.secrets(s.Secrets))
 }
 
 // RefreshTokenSource spends prev's refresh token. When the provider rotates
 // it, the new one comes back in the Token; when the answer has none, the
 // previous refresh token (and its expiry) carries over.
-type RefreshTokenSource struct{ Endpoint *Endpoint }
+type RefreshTokenSource struct {
+	Endpoint *Endpoint
+	// Secrets returns the client secrets to send now; nil means the
+	// Endpoint's Client secrets. It is called at every request.
+	Secrets func() Secrets
+}
 
 // Grant implements Source.
 func (s *RefreshTokenSource) Grant() Grant { return RefreshToken }
@@ -63,12 +72,12 @@ func (s *RefreshTokenSource) Token(ctx context.Context, prev Token) (Token, erro
 	if prev.RefreshToken.IsZero() {
 		return Token{}, ErrNoRefreshToken
 	}
-	return refresh(ctx, s.Endpoint, prev)
+	return refresh(ctx, s.Endpoint, prev, s.Endpoint.secrets(s.Secrets))
 }
 
 // refresh spends prev's refresh token at e.
-func refresh(ctx context.Context, e *Endpoint, prev Token) (Token, error) {
-	t, err := e.Exchange(ctx, RefreshToken, url.Values{"refresh_token": {prev.RefreshToken.Reveal()}})
+func refresh(ctx context.Context, e *Endpoint, prev Token, sec Secrets) (Token, error) {
+	t, err := e.exchangeWith(ctx, RefreshToken, url.Values{"refresh_token": {prev.RefreshToken.Reveal()}}, sec)
 	if err != nil {
 		return Token{}, err
 	}
@@ -86,13 +95,11 @@ func refresh(ctx context.Context, e *Endpoint, prev Token) (Token, error) {
 type PasswordSource struct {
 	Endpoint *Endpoint
 	Username string
-	Password Secret
-
-	reloaded atomic.Pointer[Secret] // replaces Password once set
+	// Secrets returns the password and the client secrets to send now. It
+	// is called at every request. nil means the Endpoint's Client secrets
+	// and no password.
+	Secrets func() Secrets
 }
-
-// SetPassword replaces the password while the source is in use.
-func (s *PasswordSource) SetPassword(p Secret) { s.reloaded.Store(&p) }
 
 // Grant implements Source.
 func (s *PasswordSource) Grant() Grant { return Password }
@@ -105,7 +112,7 @@ func (s *PasswordSource) Token(ctx context.Context, prev Token) (Token, error) {
 	if prev.RefreshToken.IsZero() {
 		return s.password(ctx)
 	}
-	t, err := refresh(ctx, s.Endpoint, prev)
+	t, err := refresh(ctx, s.Endpoint, prev, s.Endpoint.secrets(s.Secrets))
 	var pe *ProviderError
 	if errors.As(err, &pe) && pe.Code == "invalid_grant" {
 		// The refresh token is dead (expired, revoked); the password is not.
@@ -115,32 +122,22 @@ func (s *PasswordSource) Token(ctx context.Context, prev Token) (Token, error) {
 }
 
 func (s *PasswordSource) password(ctx context.Context) (Token, error) {
-	pw := s.Password
-	if p := s.reloaded.Load(); p != nil {
-		pw = *p
-	}
-	return s.Endpoint.Exchange(ctx, Password, url.Values{"username": {s.Username}, "password": {pw.Reveal()}})
+	sec := s.Endpoint.secrets(s.Secrets) // read again: the refresh before may have waited long
+	return s.Endpoint.exchangeWith(ctx, Password, url.Values{"username": {s.Username}, "password": {sec.Password.Reveal()}}, sec)
 }
 
-// ExchangeCode trades an authorization code (and its PKCE verifier, when one
-// was used) for a token.
-func (e *Endpoint) ExchangeCode(ctx context.Context, code, verifier string) (Token, error) {
-	v := url.Values{"code": {code}}
-	if verifier != "" {
-		v.Set("code_verifier", verifier)
-	}
-	return e.Exchange(ctx, AuthorizationCode, v)
-}
-
-// New returns the Source for grant g.
-func New(g Grant, e *Endpoint, username string, password Secret) (Source, error) {
+// New returns the Source for grant g, sending at e as username with the
+// secrets that secrets returns at each request. cmd passes a function over
+// a value its reload replaces; a nil secrets means e's Client secrets and
+// no password.
+func New(g Grant, e *Endpoint, username string, secrets func() Secrets) (Source, error) {
 	switch g {
 	case ClientCredentials:
-		return &ClientCredentialsSource{Endpoint: e}, nil
+		return &ClientCredentialsSource{Endpoint: e, Secrets: secrets}, nil
 	case RefreshToken:
-		return &RefreshTokenSource{Endpoint: e}, nil
+		return &RefreshTokenSource{Endpoint: e, Secrets: secrets}, nil
 	case Password:
-		return &PasswordSource{Endpoint: e, Username: username, Password: password}, nil
+		return &PasswordSource{Endpoint: e, Username: username, Secrets: secrets}, nil
 	}
 	return nil, fmt.Errorf("grant %q cannot keep a token fresh (use client_credentials, refresh_token or password)", g)
 }

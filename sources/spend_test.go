@@ -13,10 +13,10 @@ import (
 
 // A password answer that carries a refresh token is renewed with it: one
 // grant at the provider, rotation kept; a refused refresh token falls back
-// to the password (SetPassword's, once set).
+// to the password its Secrets function returns now.
 func TestPasswordGrantRefreshes(t *testing.T) {
 	p := oauthtest.StartTest(t, oauthtest.Options{Rotate: true})
-	src, _ := newSource(t, p, setup{"vsrs", oauthtest.VSRS, sources.Password, nil})
+	src, _, rotate := rotatableSource(t, p, setup{"vsrs", oauthtest.VSRS, sources.Password, nil})
 	ctx := context.Background()
 	if src.Spends(sources.Token{}) {
 		t.Error("Spends with no refresh token = true; want false (the password spends nothing)")
@@ -52,7 +52,7 @@ func TestPasswordGrantRefreshes(t *testing.T) {
 
 	// A reloaded password is the one the fallback sends; a wrong one is a
 	// configuration to fix, not a grant to authorize again.
-	src.(*sources.PasswordSource).SetPassword(sources.NewSecret("wrong"))
+	rotate(sources.Secrets{ClientSecret: sources.NewSecret(secretValue), Password: sources.NewSecret("wrong")})
 	p.Revoke(third.RefreshToken.Reveal())
 	if _, err := src.Token(ctx, third); !errors.Is(err, sources.ErrRejected) || errors.Is(err, sources.ErrReauthorize) {
 		t.Errorf("fallback with a wrong password: %v; want ErrRejected, not ErrReauthorize", err)

@@ -65,7 +65,7 @@ func startSelf(dir string, withAccess bool, stderr io.Writer) (_ *selfBroker, er
 	d.TokenURL = p.TokenURL(oauthtest.Firework)
 	e := &sources.Endpoint{Dialect: &d, HTTP: &http.Client{Timeout: 30 * time.Second},
 		Client: sources.Client{ID: clientID, Secret: sources.NewSecret(secret), Scopes: scopes}}
-	src, err := sources.New(sources.ClientCredentials, e, "", sources.Secret{})
+	src, err := sources.New(sources.ClientCredentials, e, "", nil) // nil: the Client's secrets
 	if err != nil {
 		return nil, err
 	}

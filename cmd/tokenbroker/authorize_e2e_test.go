@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -15,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenbroker/tokenbroker/internal/tbtest"
 	"github.com/tokenbroker/tokenbroker/sources/oauthtest"
 )
 
@@ -31,27 +31,20 @@ func authorizeSetup(t *testing.T) (*oauthtest.Provider, string, []string, *daemo
 	redirect := "http://127.0.0.1:" + strconv.Itoa(l.Addr().(*net.TCPAddr).Port) + "/callback"
 	l.Close()
 	p.AddClient(oauthtest.Client{ID: "lp", Secret: "lp-secret-auth", Scopes: []string{"streams.read"}, RedirectURI: redirect, Dialect: oauthtest.Livepush})
-	dir, err := os.MkdirTemp("", "tb-auth")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	sock := filepath.Join(dir, "tb.sock")
-	environ := []string{
-		"TOKENBROKER_SOCKET=" + sock,
-		"TOKENBROKER_STATE_DIR=" + filepath.Join(dir, "state"),
+	h := tbtest.NewHome(t)
+	environ := h.Environ(
 		"TOKENBROKER_CREDENTIALS=lp",
 		"TOKENBROKER_LP_PROVIDER=livepush",
 		"TOKENBROKER_LP_GRANT=refresh_token",
-		"TOKENBROKER_LP_TOKEN_URL=" + p.TokenURL(oauthtest.Livepush),
-		"TOKENBROKER_LP_AUTHORIZE_URL=" + p.AuthorizeURL(oauthtest.Livepush),
+		"TOKENBROKER_LP_TOKEN_URL="+p.TokenURL(oauthtest.Livepush),
+		"TOKENBROKER_LP_AUTHORIZE_URL="+p.AuthorizeURL(oauthtest.Livepush),
 		"TOKENBROKER_LP_CLIENT_ID=lp",
 		"TOKENBROKER_LP_CLIENT_SECRET=lp-secret-auth",
 		"TOKENBROKER_LP_SCOPES=streams.read",
-		"TOKENBROKER_LP_REDIRECT_URI=" + redirect,
-	}
-	d := startDaemon(t, environ, sock, &syncBuffer{})
-	return p, sock, environ, d
+		"TOKENBROKER_LP_REDIRECT_URI="+redirect,
+	)
+	d := startDaemon(t, environ, h.Socket, &tbtest.SyncBuffer{})
+	return p, h.Socket, environ, d
 }
 
 // runAuthorize starts `tokenbroker authorize` and returns the URL it asks
@@ -169,7 +162,7 @@ func TestAuthorizeFlow(t *testing.T) {
 
 	// The stored token outlives the daemon, and its refresh token works.
 	d.kill()
-	startDaemon(t, environ, sock, &syncBuffer{})
+	startDaemon(t, environ, sock, &tbtest.SyncBuffer{})
 	c = httpOver(sock)
 	if st, h2, _ := get(t, c, "/v1/tokens/lp"); st != 200 || h2.AccessToken != h.AccessToken {
 		t.Errorf("after a restart: %d, same token %v", st, h2.AccessToken == h.AccessToken)
@@ -192,7 +185,7 @@ func TestAuthorizeNamesTheGrantVariable(t *testing.T) {
 	startDaemon(t, []string{"TOKENBROKER_SOCKET=" + sock, "TOKENBROKER_STATE_DIR=" + filepath.Join(dir, "state"),
 		"TOKENBROKER_CREDENTIALS=lp", "TOKENBROKER_LP_PROVIDER=ingest", "TOKENBROKER_LP_GRANT=client_credentials",
 		"TOKENBROKER_LP_TOKEN_URL=" + p.TokenURL(oauthtest.Ingest), "TOKENBROKER_LP_CLIENT_ID=ing",
-		"TOKENBROKER_LP_CLIENT_SECRET=ing-secret-auth"}, sock, &syncBuffer{})
+		"TOKENBROKER_LP_CLIENT_SECRET=ing-secret-auth"}, sock, &tbtest.SyncBuffer{})
 	_, wait := runAuthorize(t, sock, nil)
 	if code, _, stderr := wait(); code != exitFail || !strings.Contains(stderr, "TOKENBROKER_LP_GRANT=refresh_token") {
 		t.Errorf("exit %d, %q; want 1 naming TOKENBROKER_LP_GRANT=refresh_token", code, stderr)

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker/redistest"
+	"github.com/tokenbroker/tokenbroker/internal/tbtest"
 	"github.com/tokenbroker/tokenbroker/sources/oauthtest"
 )
 
@@ -33,7 +34,7 @@ type chaosBroker struct {
 	name string
 	env  []string
 	sock string
-	logs *syncBuffer
+	logs *tbtest.SyncBuffer
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -110,21 +111,8 @@ func TestChaos(t *testing.T) {
 
 	var brokers []*chaosBroker
 	for i := range 3 {
-		dir, err := os.MkdirTemp("", "tb-chaos")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { os.RemoveAll(dir) })
-		b := &chaosBroker{name: string(rune('a' + i)), sock: filepath.Join(dir, "tb.sock"), logs: &syncBuffer{}}
-		for _, kv := range environ {
-			switch {
-			case strings.HasPrefix(kv, "TOKENBROKER_SOCKET="):
-				kv = "TOKENBROKER_SOCKET=" + b.sock
-			case strings.HasPrefix(kv, "TOKENBROKER_STATE_DIR="):
-				kv = "TOKENBROKER_STATE_DIR=" + filepath.Join(dir, "state")
-			}
-			b.env = append(b.env, kv)
-		}
+		h := tbtest.NewHome(t)
+		b := &chaosBroker{name: string(rune('a' + i)), sock: h.Socket, logs: &tbtest.SyncBuffer{}, env: h.Rehome(environ)}
 		// A request timeout shorter than the slow faults' delay, and than
 		// the stop's 2 s grace.
 		b.env = append(b.env, "TOKENBROKER_REDIS_URL="+srv.URL(), "TOKENBROKER_REDIS_LOCK_TTL=2s", "TOKENBROKER_REQUEST_TIMEOUT=1s",
@@ -200,7 +188,7 @@ func TestChaos(t *testing.T) {
 	var slowWindows []window
 	lostAnswers := 0                          // answers the provider dropped after rotating
 	const slowDelay = 1500 * time.Millisecond // past the 1 s request timeout, within the stop's 2 s grace
-	timeline := &syncBuffer{}
+	timeline := &tbtest.SyncBuffer{}
 	defer func() { // what a failed run leaves to read
 		if !t.Failed() {
 			return
@@ -574,7 +562,7 @@ func reuseStory(r oauthtest.Reuse, clientOf map[string]string, timeline string, 
 // reuse is told there: the faults, and that credential's log lines.
 func TestReuseStory(t *testing.T) {
 	spent := time.Date(2026, 12, 2, 0, 13, 1, 0, time.UTC)
-	b := &chaosBroker{name: "a", logs: &syncBuffer{}}
+	b := &chaosBroker{name: "a", logs: &tbtest.SyncBuffer{}}
 	fmt.Fprintf(b.logs, `{"time":%q,"level":"INFO","msg":"token refreshed","credential":"firework-user"}`+"\n", spent.Format(time.RFC3339Nano))
 	fmt.Fprintf(b.logs, `{"time":%q,"level":"INFO","msg":"token refreshed","credential":"firework"}`+"\n", spent.Format(time.RFC3339Nano))
 	fmt.Fprintf(b.logs, `{"time":%q,"level":"WARN","msg":"shared store unreachable","key":"firework-user.0a1b"}`+"\n", spent.Add(time.Millisecond).Format(time.RFC3339Nano))

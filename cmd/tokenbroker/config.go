@@ -20,16 +20,19 @@ type (
 )
 
 // credential builds the broker's credential: the Source for the grant over
-// an Endpoint in the credential's dialect, sending with hc.
+// an Endpoint in the credential's dialect, sending with hc and with the
+// secrets of the live it returns, which a reload replaces.
 func credential(c CredentialConfig, hc *http.Client, log *slog.Logger) (broker.Credential, *live, error) {
 	name, d := c.Name, c.Dialect // the closure and e keep these, not a copy of c
-	e := &sources.Endpoint{Dialect: &d, Client: c.Client, HTTP: hc,
+	client := c.Client
+	client.Secret, client.PreviousSecret = sources.Secret{}, sources.Secret{} // sent from l alone
+	e := &sources.Endpoint{Dialect: &d, Client: client, HTTP: hc,
 		Warn: func(msg string) { log.Warn(msg, "credential", name) }}
-	src, err := sources.New(c.Grant, e, c.Username, c.Password)
+	l := newLive(c, e)
+	src, err := sources.New(c.Grant, e, c.Username, l.Secrets)
 	if err != nil {
 		return broker.Credential{}, nil, fmt.Errorf("credential %s: %w", c.Name, err)
 	}
-	l := newLive(c, e, src)
 	return broker.Credential{
 		Name:                c.Name,
 		Provider:            c.Provider,

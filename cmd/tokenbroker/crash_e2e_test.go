@@ -3,9 +3,7 @@ package main
 import (
 	"errors"
 	"net/http"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -13,6 +11,7 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/broker/redistest"
+	"github.com/tokenbroker/tokenbroker/internal/tbtest"
 	"github.com/tokenbroker/tokenbroker/sources/oauthtest"
 )
 
@@ -21,27 +20,20 @@ import (
 // fleet on redisURL, with its own state dir and socket.
 func rotatingEnviron(t *testing.T, p *oauthtest.Provider, refresh, redisURL string) ([]string, string) {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "tb-crash")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	sock := filepath.Join(dir, "tb.sock")
-	return []string{
-		"TOKENBROKER_SOCKET=" + sock,
-		"TOKENBROKER_STATE_DIR=" + filepath.Join(dir, "state"),
-		"TOKENBROKER_REDIS_URL=" + redisURL,
+	h := tbtest.NewHome(t)
+	return h.Environ(
+		"TOKENBROKER_REDIS_URL="+redisURL,
 		// The dead broker's lock lease ends quickly, so the test need not
 		// wait the default 15 s.
 		"TOKENBROKER_REDIS_LOCK_TTL=2s",
-		"TOKENBROKER_ENCRYPTION_KEY=k1:" + strings.Repeat("3c", 32),
+		"TOKENBROKER_ENCRYPTION_KEY=k1:"+strings.Repeat("3c", 32),
 		"TOKENBROKER_CREDENTIALS=lp",
 		"TOKENBROKER_LP_PROVIDER=livepush",
-		"TOKENBROKER_LP_TOKEN_URL=" + p.TokenURL(oauthtest.Livepush),
+		"TOKENBROKER_LP_TOKEN_URL="+p.TokenURL(oauthtest.Livepush),
 		"TOKENBROKER_LP_CLIENT_ID=lp",
 		"TOKENBROKER_LP_CLIENT_SECRET=lp-secret-crash",
-		"TOKENBROKER_LP_REFRESH_TOKEN=" + refresh,
-	}, sock
+		"TOKENBROKER_LP_REFRESH_TOKEN="+refresh,
+	), h.Socket
 }
 
 // A broker killed with SIGKILL at each step of a refresh, then restarted
@@ -61,7 +53,7 @@ func TestCrashAtEveryRefreshStep(t *testing.T) {
 			envB, sockB := rotatingEnviron(t, p, rt, srv.URL())
 
 			// A dies at the step during its first refresh.
-			logs := &syncBuffer{}
+			logs := &tbtest.SyncBuffer{}
 			cmd := exec.Command(binary, "serve")
 			cmd.Env = append(envA, "TOKENBROKER_LOG_FORMAT=json", "TOKENBROKER_TEST_CRASH_AT="+step)
 			cmd.Stdout, cmd.Stderr = logs, logs

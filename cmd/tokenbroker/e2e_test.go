@@ -12,11 +12,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/tokenbroker/tokenbroker/internal/tbtest"
 	"github.com/tokenbroker/tokenbroker/sources/oauthtest"
 )
 
@@ -42,29 +42,12 @@ func TestMain(m *testing.M) {
 type daemon struct {
 	cmd  *exec.Cmd
 	sock string
-	logs *syncBuffer
+	logs *tbtest.SyncBuffer
 	done chan error
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // startDaemon runs serve with environ and waits until the socket answers.
-func startDaemon(t *testing.T, environ []string, sock string, logs *syncBuffer) *daemon {
+func startDaemon(t *testing.T, environ []string, sock string, logs *tbtest.SyncBuffer) *daemon {
 	t.Helper()
 	cmd := exec.Command(binary, "serve")
 	cmd.Env = append(environ, "PATH="+os.Getenv("PATH"), "TOKENBROKER_LOG_FORMAT=json", "TOKENBROKER_LOG_LEVEL=debug")
@@ -145,16 +128,13 @@ func secrets(environ []string) []string {
 	return out
 }
 
+// e2eSetup starts a provider and returns the demo's configuration of a
+// daemon for it, in a Home of its own, and the daemon's socket.
 func e2eSetup(t *testing.T, opts oauthtest.Options) (*oauthtest.Provider, []string, string) {
 	t.Helper()
 	p := oauthtest.StartTest(t, opts)
-	dir, err := os.MkdirTemp("", "tb-e2e")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	environ := demoEnviron(p, dir)
-	return p, environ, filepath.Join(dir, "tokenbroker.sock")
+	h := tbtest.NewHome(t)
+	return p, h.Rehome(demoEnviron(p, h.Dir)), h.Socket
 }
 
 // The daemon serves a valid Bearer token for every dialect, keeps them fresh
@@ -162,7 +142,7 @@ func e2eSetup(t *testing.T, opts oauthtest.Options) (*oauthtest.Provider, []stri
 // token, stops cleanly on SIGTERM, and never logs a secret or token.
 func TestDaemonEndToEnd(t *testing.T) {
 	p, environ, sock := e2eSetup(t, oauthtest.Options{AccessLifetime: 4 * time.Second, Rotate: true})
-	logs := &syncBuffer{}
+	logs := &tbtest.SyncBuffer{}
 	d := startDaemon(t, environ, sock, logs)
 	c := httpOver(sock)
 	names := []string{"firework", "firework-user", "livepush", "ingest", "vsrs"}
@@ -285,7 +265,7 @@ func TestDaemonReauthorizeIs503(t *testing.T) {
 			environ[i] = "TOKENBROKER_LIVEPUSH_REFRESH_TOKEN=revoked-or-unknown"
 		}
 	}
-	d := startDaemon(t, environ, sock, &syncBuffer{})
+	d := startDaemon(t, environ, sock, &tbtest.SyncBuffer{})
 	c := httpOver(sock)
 	status, h, _ := get(t, c, "/v1/tokens/livepush")
 	if status != 503 || h.Error != "token_unavailable" || !strings.Contains(h.Description, "authorize") || !strings.Contains(h.Description, "livepush") {

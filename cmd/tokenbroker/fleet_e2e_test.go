@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tokenbroker/tokenbroker/broker/redistest"
+	"github.com/tokenbroker/tokenbroker/internal/tbtest"
 	"github.com/tokenbroker/tokenbroker/sources/oauthtest"
 )
 
@@ -20,23 +21,8 @@ import (
 // socket and state dir.
 func peerEnviron(t *testing.T, environ []string) ([]string, string) {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "tb-e2e2")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	sock := filepath.Join(dir, "tokenbroker.sock")
-	var out []string
-	for _, kv := range environ {
-		switch {
-		case strings.HasPrefix(kv, "TOKENBROKER_SOCKET="):
-			kv = "TOKENBROKER_SOCKET=" + sock
-		case strings.HasPrefix(kv, "TOKENBROKER_STATE_DIR="):
-			kv = "TOKENBROKER_STATE_DIR=" + filepath.Join(dir, "state")
-		}
-		out = append(out, kv)
-	}
-	return out, sock
+	h := tbtest.NewHome(t)
+	return h.Rehome(environ), h.Socket
 }
 
 // A daemon joining a running fleet starts warm: it serves every credential
@@ -47,7 +33,7 @@ func TestJoiningDaemonStartsWarm(t *testing.T) {
 	p, environ, sock1 := e2eSetup(t, oauthtest.Options{AccessLifetime: time.Hour, Rotate: true})
 	environ = append(environ, "TOKENBROKER_REDIS_URL="+srv.URL(), "TOKENBROKER_ENCRYPTION_KEY=k1:"+strings.Repeat("5a", 32))
 	environ2, sock2 := peerEnviron(t, environ)
-	logs := &syncBuffer{}
+	logs := &tbtest.SyncBuffer{}
 	d1 := startDaemon(t, environ, sock1, logs)
 	defer d1.kill()
 	names := []string{"firework", "firework-user", "livepush", "ingest", "vsrs"}
@@ -83,7 +69,7 @@ func TestFleetOfDaemons(t *testing.T) {
 	environ = append(environ, "TOKENBROKER_REDIS_URL="+srv.URL(), "TOKENBROKER_ENCRYPTION_KEY=k1:"+strings.Repeat("5a", 32),
 		"TOKENBROKER_REDIS_LOCK_TTL=1s") // a lock the killed daemon held ends before the tokens do
 	environ2, sock2 := peerEnviron(t, environ)
-	logs := &syncBuffer{}
+	logs := &tbtest.SyncBuffer{}
 	began := time.Now()
 	d1 := startDaemon(t, environ, sock1, logs)
 	c1 := httpOver(sock1)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker/redistest"
+	"github.com/tokenbroker/tokenbroker/internal/tbtest"
 	"github.com/tokenbroker/tokenbroker/sources/oauthtest"
 )
 
@@ -38,7 +39,7 @@ func TestNoSecretLeaks(t *testing.T) {
 			if len(secrets) < 5 {
 				t.Fatalf("only %d secrets in the environment", len(secrets))
 			}
-			logs := &syncBuffer{}
+			logs := &tbtest.SyncBuffer{}
 			startDaemon(t, environ, sock, logs) // debug logging
 			c := httpOver(sock)
 			var tokens []string

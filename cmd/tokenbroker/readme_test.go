@@ -48,6 +48,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenbroker/tokenbroker/internal/tbtest"
 	"github.com/tokenbroker/tokenbroker/sources/oauthtest"
 )
 
@@ -271,7 +272,7 @@ func readmeRun(t *testing.T, env []string, dir string, name string, args ...stri
 func TestReadmeExamples(t *testing.T) {
 	examples := readmeExamples(t)
 	p, environ, sock := e2eSetup(t, oauthtest.Options{AccessLifetime: time.Hour, Rotate: true})
-	logs := &syncBuffer{}
+	logs := &tbtest.SyncBuffer{}
 	startDaemon(t, environ, sock, logs)
 	env := readmeEnv(sock)
 	root := readmeRoot(t)

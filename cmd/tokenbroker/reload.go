@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -21,22 +22,29 @@ import (
 const secretPoll = 2 * time.Second
 
 // live is what a running credential lets an operator replace without a
-// restart: its client secrets and its password. It keeps only the secrets
-// in use, not the whole CredentialConfig: at 5,000 credentials a copy of
-// each config is megabytes held for nothing.
+// restart: the secrets its Source sends, which the Source reads through
+// Secrets at every request. It keeps only those, not the whole
+// CredentialConfig: at 5,000 credentials a copy of each config is
+// megabytes held for nothing.
 type live struct {
-	name                   string
-	secret, previous       sources.Secret // the client secrets in use
-	password, refreshToken sources.Secret // as configured at start or last reload
-	endpoint               *sources.Endpoint
-	passwordSource         *sources.PasswordSource // nil unless the password grant
+	name         string
+	secrets      atomic.Pointer[sources.Secrets] // replaced whole by a reload
+	refreshToken sources.Secret                  // as configured at start or last reload
+	endpoint     *sources.Endpoint               // serve shares its Dialect among credentials configured alike
 }
 
-func newLive(c CredentialConfig, e *sources.Endpoint, src sources.Source) *live {
-	l := &live{name: c.Name, secret: c.Client.Secret, previous: c.Client.PreviousSecret,
-		password: c.Password, refreshToken: c.RefreshToken, endpoint: e}
-	l.passwordSource, _ = src.(*sources.PasswordSource)
+func newLive(c CredentialConfig, e *sources.Endpoint) *live {
+	l := &live{name: c.Name, refreshToken: c.RefreshToken, endpoint: e}
+	l.secrets.Store(secretsOf(c))
 	return l
+}
+
+// Secrets returns the secrets in use: the Source's secrets function.
+func (l *live) Secrets() sources.Secrets { return *l.secrets.Load() }
+
+// secretsOf returns the secrets c configures.
+func secretsOf(c CredentialConfig) *sources.Secrets {
+	return &sources.Secrets{ClientSecret: c.Client.Secret, PreviousClientSecret: c.Client.PreviousSecret, Password: c.Password}
 }
 
 // reloadSecrets re-reads the configuration on SIGHUP and whenever a file
@@ -86,18 +94,16 @@ func applySecrets(cfg Config, creds []*live, log *slog.Logger, why string) {
 			continue // a new credential needs a restart; see below
 		}
 		l := creds[i]
-		if !cc.Client.Secret.Equal(l.secret) || !cc.Client.PreviousSecret.Equal(l.previous) {
-			l.endpoint.SetClientSecrets(cc.Client.Secret, cc.Client.PreviousSecret)
-			l.secret, l.previous = cc.Client.Secret, cc.Client.PreviousSecret
+		was, now := l.Secrets(), secretsOf(cc)
+		if !now.ClientSecret.Equal(was.ClientSecret) || !now.PreviousClientSecret.Equal(was.PreviousClientSecret) {
 			log.Info("client secret reloaded; tokens in hand stay in use", "credential", cc.Name, "from", cc.Sources["CLIENT_SECRET"], "reason", why)
 			changed++
 		}
-		if l.passwordSource != nil && !cc.Password.Equal(l.password) {
-			l.passwordSource.SetPassword(cc.Password)
-			l.password = cc.Password
+		if !now.Password.Equal(was.Password) { // config sets one for the password grant alone
 			log.Info("password reloaded; tokens in hand stay in use", "credential", cc.Name, "from", cc.Sources["PASSWORD"], "reason", why)
 			changed++
 		}
+		l.secrets.Store(now) // one swap: the next request sees all of them new
 		if !cc.RefreshToken.Equal(l.refreshToken) {
 			log.Warn("the configured refresh token changed; it is used after a restart, or now with tokenbroker authorize", "credential", cc.Name)
 			l.refreshToken = cc.RefreshToken

@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,6 +12,7 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/api/client"
 	"github.com/tokenbroker/tokenbroker/broker/redistest"
+	"github.com/tokenbroker/tokenbroker/internal/tbtest"
 	"github.com/tokenbroker/tokenbroker/sources/oauthtest"
 )
 
@@ -34,25 +33,23 @@ func TestRollingRestartWithNewSecret(t *testing.T) {
 	rt := p.IssueRefreshToken("lp")
 
 	type member struct {
-		sock, dir string
-		d         *daemon
+		tbtest.Home
+		d *daemon
 	}
 	env := func(m *member, secrets ...string) []string {
-		e := []string{
-			"TOKENBROKER_SOCKET=" + m.sock,
-			"TOKENBROKER_STATE_DIR=" + filepath.Join(m.dir, "state"),
-			"TOKENBROKER_REDIS_URL=" + srv.URL(),
-			"TOKENBROKER_ENCRYPTION_KEY=k1:" + strings.Repeat("4d", 32),
+		e := m.Environ(
+			"TOKENBROKER_REDIS_URL="+srv.URL(),
+			"TOKENBROKER_ENCRYPTION_KEY=k1:"+strings.Repeat("4d", 32),
 			"TOKENBROKER_CREDENTIALS=fw,lp",
 			"TOKENBROKER_FW_PROVIDER=firework",
-			"TOKENBROKER_FW_TOKEN_URL=" + p.TokenURL(oauthtest.Firework),
+			"TOKENBROKER_FW_TOKEN_URL="+p.TokenURL(oauthtest.Firework),
 			"TOKENBROKER_FW_CLIENT_ID=fw-app",
 			"TOKENBROKER_FW_SCOPES=videos:read",
 			"TOKENBROKER_LP_PROVIDER=livepush",
-			"TOKENBROKER_LP_TOKEN_URL=" + p.TokenURL(oauthtest.Livepush),
+			"TOKENBROKER_LP_TOKEN_URL="+p.TokenURL(oauthtest.Livepush),
 			"TOKENBROKER_LP_CLIENT_ID=lp",
-			"TOKENBROKER_LP_REFRESH_TOKEN=" + rt,
-		}
+			"TOKENBROKER_LP_REFRESH_TOKEN="+rt,
+		)
 		for _, cred := range []string{"FW", "LP"} {
 			e = append(e, "TOKENBROKER_"+cred+"_CLIENT_SECRET="+secrets[0])
 			if len(secrets) > 1 {
@@ -61,16 +58,11 @@ func TestRollingRestartWithNewSecret(t *testing.T) {
 		}
 		return e
 	}
-	logs := &syncBuffer{}
+	logs := &tbtest.SyncBuffer{}
 	var fleet []*member
 	for range 3 {
-		dir, err := os.MkdirTemp("", "tb-roll")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { os.RemoveAll(dir) })
-		m := &member{sock: filepath.Join(dir, "tb.sock"), dir: dir}
-		m.d = startDaemon(t, env(m, oldSecret), m.sock, logs)
+		m := &member{Home: tbtest.NewHome(t)}
+		m.d = startDaemon(t, env(m, oldSecret), m.Socket, logs)
 		fleet = append(fleet, m)
 	}
 
@@ -81,7 +73,7 @@ func TestRollingRestartWithNewSecret(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for _, m := range fleet {
-		c := client.New(m.sock)
+		c := client.New(m.Socket)
 		for _, name := range []string{"fw", "lp"} {
 			wg.Add(1)
 			go func() {
@@ -115,14 +107,14 @@ func TestRollingRestartWithNewSecret(t *testing.T) {
 			t.Errorf("SIGTERM: %v, want exit 0", err)
 		}
 		m.d.done <- nil
-		m.d = startDaemon(t, env(m, newSecret, oldSecret), m.sock, logs)
+		m.d = startDaemon(t, env(m, newSecret, oldSecret), m.Socket, logs)
 		time.Sleep(1500 * time.Millisecond)
 	}
 	register(newSecret) // the provider drops the old secret
 	time.Sleep(5 * time.Second)
 	for i, m := range fleet {
 		for _, name := range []string{"fw", "lp"} {
-			if err := refreshOver(httpOver(m.sock), name); err != nil {
+			if err := refreshOver(httpOver(m.Socket), name); err != nil {
 				t.Errorf("broker %d: refresh %s with the new secret: %v", i, name, err)
 			}
 		}

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenbroker/tokenbroker/internal/tbtest"
 	"github.com/tokenbroker/tokenbroker/sources/oauthtest"
 )
 
@@ -118,16 +119,11 @@ func mib(b int64) float64 { return float64(b) / (1 << 20) }
 func scaleDaemon(t *testing.T, bin string, n int, profiles string) *scaleResult {
 	t.Helper()
 	p := oauthtest.StartTest(t, oauthtest.Options{AccessLifetime: time.Hour})
-	dir, err := os.MkdirTemp("", "tb-scale")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	sock := filepath.Join(dir, "s.sock")
+	h := tbtest.NewHome(t)
+	dir, sock := h.Dir, h.Socket
 	tokenURL := p.TokenURL(oauthtest.Firework)
 	names := make([]string, n)
-	environ := []string{"TOKENBROKER_SOCKET=" + sock, "TOKENBROKER_STATE_DIR=" + filepath.Join(dir, "state"),
-		"TOKENBROKER_LOG_LEVEL=warn", "PATH=" + os.Getenv("PATH")}
+	environ := h.Environ("TOKENBROKER_LOG_LEVEL=warn", "PATH="+os.Getenv("PATH"))
 	for i := range n {
 		names[i] = fmt.Sprintf("c%04d", i)
 		p.AddClient(oauthtest.Client{ID: names[i], Secret: "s" + names[i], Scopes: []string{"videos:write"}, Dialect: oauthtest.Firework})
@@ -140,7 +136,7 @@ func scaleDaemon(t *testing.T, bin string, n int, profiles string) *scaleResult 
 		environ = append(environ, "TB_HEAPPROFILE="+filepath.Join(dir, "heap.pprof"))
 	}
 
-	logs := &syncBuffer{}
+	logs := &tbtest.SyncBuffer{}
 	cmd := exec.Command(bin, "serve")
 	cmd.Env = environ
 	cmd.Stdout, cmd.Stderr = logs, logs

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/api"
+	"github.com/tokenbroker/tokenbroker/internal/tbtest"
 	"github.com/tokenbroker/tokenbroker/sources/oauthtest"
 )
 
@@ -22,25 +23,18 @@ import (
 // socket and the secret file.
 func fileSecretEnviron(t *testing.T, p *oauthtest.Provider, secret string) ([]string, string, string) {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "tb-sec")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	file := filepath.Join(dir, "fw.secret")
+	h := tbtest.NewHome(t)
+	file := filepath.Join(h.Dir, "fw.secret")
 	writeSecretFile(t, file, secret)
 	p.AddClient(oauthtest.Client{ID: "fw-app", Secret: secret, Scopes: []string{"videos:read"}, Dialect: oauthtest.Firework})
-	sock := filepath.Join(dir, "tb.sock")
-	return []string{
-		"TOKENBROKER_SOCKET=" + sock,
-		"TOKENBROKER_STATE_DIR=" + filepath.Join(dir, "state"),
+	return h.Environ(
 		"TOKENBROKER_CREDENTIALS=fw",
 		"TOKENBROKER_FW_PROVIDER=firework",
-		"TOKENBROKER_FW_TOKEN_URL=" + p.TokenURL(oauthtest.Firework),
+		"TOKENBROKER_FW_TOKEN_URL="+p.TokenURL(oauthtest.Firework),
 		"TOKENBROKER_FW_CLIENT_ID=fw-app",
 		"TOKENBROKER_FW_SCOPES=videos:read",
-		"TOKENBROKER_FW_CLIENT_SECRET_FILE=" + file,
-	}, sock, file
+		"TOKENBROKER_FW_CLIENT_SECRET_FILE="+file,
+	), h.Socket, file
 }
 
 // writeSecretFile replaces path the way Kubernetes updates a mounted
@@ -56,25 +50,13 @@ func writeSecretFile(t *testing.T, path, secret string) {
 	}
 }
 
-// waitLog waits until the daemon's log holds want.
-func waitLog(t *testing.T, logs *syncBuffer, want string) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !strings.Contains(logs.String(), want) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the log never said %q:\n%s", want, logs)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // An operator rotates a _FILE client secret: the daemon re-reads it when
 // the file changes, and on SIGHUP; a bad file changes nothing; handouts
 // never fail and the token in hand is not refreshed early.
 func TestSecretFileRotation(t *testing.T) {
 	p := oauthtest.StartTest(t, oauthtest.Options{AccessLifetime: time.Hour})
 	environ, sock, file := fileSecretEnviron(t, p, "secret-ONE-1111")
-	logs := &syncBuffer{}
+	logs := &tbtest.SyncBuffer{}
 	d := startDaemon(t, environ, sock, logs)
 	c := httpOver(sock)
 	if st, h, _ := get(t, c, "/v1/tokens/fw"); st != 200 {
@@ -85,7 +67,7 @@ func TestSecretFileRotation(t *testing.T) {
 	// The provider moves to a new secret; the operator updates the file.
 	p.AddClient(oauthtest.Client{ID: "fw-app", Secret: "secret-TWO-2222", Scopes: []string{"videos:read"}, Dialect: oauthtest.Firework})
 	writeSecretFile(t, file, "secret-TWO-2222")
-	waitLog(t, logs, "client secret reloaded")
+	tbtest.WaitForLog(t, logs, "client secret reloaded")
 	if got := p.Stats().Issued; got != issued {
 		t.Errorf("a reload refreshed early: %d tokens issued, want none", got-issued)
 	}
@@ -103,7 +85,7 @@ func TestSecretFileRotation(t *testing.T) {
 	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitLog(t, logs, "secret reload failed; the secrets in use are kept")
+	tbtest.WaitForLog(t, logs, "secret reload failed; the secrets in use are kept")
 	time.Sleep(forcedRefreshCooldown)
 	if err := refreshOver(c, "fw"); err != nil {
 		t.Errorf("after a failed reload the secret in use should still work: %v", err)
@@ -157,7 +139,7 @@ func TestDaemonIsNotDumpable(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer os.Chown(filepath.Dir(binary), 0, 0)
-	logs := &syncBuffer{}
+	logs := &tbtest.SyncBuffer{}
 	cmd := exec.Command(setpriv, "--reuid="+strconv.Itoa(uid), "--regid="+strconv.Itoa(uid), "--clear-groups", binary, "serve")
 	cmd.Env = append(environ, "TOKENBROKER_LOG_FORMAT=json", "HOME="+dir)
 	cmd.Stdout, cmd.Stderr = logs, logs
@@ -165,7 +147,7 @@ func TestDaemonIsNotDumpable(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	waitLog(t, logs, "tokenbroker serving")
+	tbtest.WaitForLog(t, logs, "tokenbroker serving")
 	fi, err := os.Stat(fmt.Sprintf("/proc/%d/environ", cmd.Process.Pid))
 	if err != nil {
 		t.Fatal(err)

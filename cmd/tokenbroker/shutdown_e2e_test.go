@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker/redistest"
+	"github.com/tokenbroker/tokenbroker/internal/tbtest"
 	"github.com/tokenbroker/tokenbroker/sources/oauthtest"
 )
 
@@ -26,7 +27,7 @@ func TestGracefulShutdown(t *testing.T) {
 		keys, _ := rc.Keys(context.Background(), "*:lock").Result()
 		return len(keys)
 	}
-	hang := func(logs *syncBuffer) {
+	hang := func(logs *tbtest.SyncBuffer) {
 		t.Helper()
 		p.Inject(oauthtest.Fault{Delay: time.Minute})
 		done := make(chan error, 1)
@@ -43,7 +44,7 @@ func TestGracefulShutdown(t *testing.T) {
 		}
 	}
 
-	logs := &syncBuffer{}
+	logs := &tbtest.SyncBuffer{}
 	d := startDaemon(t, environ, sock, logs)
 	if st, _, _ := get(t, httpOver(sock), "/v1/tokens/lp"); st != 200 {
 		t.Fatalf("first handout: %d", st)
@@ -70,7 +71,7 @@ func TestGracefulShutdown(t *testing.T) {
 	p.ClearFaults()
 
 	// A second signal: out now, exit 1.
-	logs2 := &syncBuffer{}
+	logs2 := &tbtest.SyncBuffer{}
 	d = startDaemon(t, environ, sock, logs2)
 	hang(logs2)
 	_ = d.cmd.Process.Signal(syscall.SIGTERM)

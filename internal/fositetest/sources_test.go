@@ -45,7 +45,8 @@ func TestAgainstFosite(t *testing.T) {
 	}
 
 	pw := generic(oauth2.AuthStyleInHeader, srv.ClientID, srv.ClientSecret, "offline")
-	tok, err := (&sources.PasswordSource{Endpoint: pw, Username: srv.Username, Password: sources.NewSecret(srv.Password)}).Token(ctx, sources.Token{})
+	tok, err := (&sources.PasswordSource{Endpoint: pw, Username: srv.Username,
+		Secrets: sources.StaticSecrets(sources.Secrets{ClientSecret: sources.NewSecret(srv.ClientSecret), Password: sources.NewSecret(srv.Password)})}).Token(ctx, sources.Token{})
 	if err != nil || tok.RefreshToken.IsZero() {
 		t.Fatalf("password grant: %v (refresh token present: %v)", err, !tok.RefreshToken.IsZero())
 	}

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tokenbroker/tokenbroker/internal/tbtest"
 )
 
 // clock is a settable clock for Options.Now.
@@ -904,7 +906,7 @@ func TestFaults(t *testing.T) {
 		if _, err := trySend(ctx, p, gen(p)); !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("err %v, want deadline exceeded", err)
 		}
-		waitFor(t, "the handler to stop sleeping", func() bool { return p.sleeping.Load() == 0 })
+		tbtest.WaitFor(t, 5*time.Second, "the handler to stop sleeping", func() bool { return p.sleeping.Load() == 0 })
 	})
 
 	t.Run("a detached delay acts after the client left", func(t *testing.T) {
@@ -916,7 +918,7 @@ func TestFaults(t *testing.T) {
 		if _, err := trySend(ctx, p, refreshCall(Generic, rt)); !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("err %v, want deadline exceeded", err)
 		}
-		waitFor(t, "the provider to act on the request", func() bool { return p.Stats().Refreshes == 1 })
+		tbtest.WaitFor(t, 5*time.Second, "the provider to act on the request", func() bool { return p.Stats().Refreshes == 1 })
 		if r := send(t, p, refreshCall(Generic, rt)); r.str("error") != "invalid_grant" || p.Stats().ReuseEvents != 1 {
 			t.Errorf("the token again: %d %s, reuse events %d; want invalid_grant and 1 (it was spent)", r.status, r.raw, p.Stats().ReuseEvents)
 		}
@@ -927,7 +929,7 @@ func TestFaults(t *testing.T) {
 		p.Inject(Fault{Delay: time.Minute})
 		done := make(chan error, 1)
 		go func() { _, err := trySend(context.Background(), p, gen(p)); done <- err }()
-		waitFor(t, "the handler to sleep", func() bool { return p.sleeping.Load() == 1 })
+		tbtest.WaitFor(t, 5*time.Second, "the handler to sleep", func() bool { return p.sleeping.Load() == 1 })
 		start := time.Now()
 		if err := p.Close(); err != nil {
 			t.Errorf("Close: %v", err)
@@ -945,17 +947,6 @@ func TestFaults(t *testing.T) {
 			t.Error("request after Close succeeded")
 		}
 	})
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func TestStats(t *testing.T) {
