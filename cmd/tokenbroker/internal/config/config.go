@@ -95,7 +95,7 @@ func Load() (Config, error) {
 	copyValues(&c, &g)
 	copyValues(&c, &r)
 	c.MetricsPerCredential, c.CrashAt = g.MetricsPerCredential.V == "true", g.TestCrashAt.V
-	_ = c.LogLevel.UnmarshalText([]byte(g.LogLevel.V)) // a word check accepted, or "" (reported)
+	_ = c.LogLevel.UnmarshalText([]byte(g.LogLevel.V))             // a word check accepted, or "" (reported)
 	if c.AnswerTimeout > 0 && c.AnswerTimeout < c.RequestTimeout { // 0: reported by decode
 		p.errorf(Prefix+"_ANSWER_TIMEOUT", "%s is shorter than TOKENBROKER_REQUEST_TIMEOUT (%s); set it longer: it bounds the wait for a sent refresh's answer", c.AnswerTimeout, c.RequestTimeout)
 	}
