@@ -87,38 +87,31 @@ func decode(p *problems, prefix string, spec any) (from map[string]string) {
 }
 
 // suffixes maps each settings struct's fields to their variables after the
-// prefix, as envconfig names them (TokenURL: TOKEN_URL), from its usage.
-var suffixes = map[reflect.Type]map[string]string{}
-
-// globalSettings and credSettings are those suffixes, sorted: the names the
-// scan for unknown variables accepts after TOKENBROKER_ and after
-// TOKENBROKER_<NAME>_.
-var globalSettings, credSettings []string
+// prefix, as envconfig names them (TokenURL: TOKEN_URL). globalSettings and
+// credSettings are the names the scan for unknown variables accepts after
+// TOKENBROKER_ and after TOKENBROKER_<NAME>_.
+var (
+	suffixes                     = map[reflect.Type]map[string]string{}
+	globalSettings, credSettings []string
+)
 
 func init() {
 	for _, spec := range []any{&Global{}, &Redis{}, &Cred{}} {
 		var b strings.Builder
-		if err := envconfig.Usagef("X", spec, &b, "{{range .}}{{.Name}} {{usage_key .}}\n{{end}}"); err != nil {
+		if err := envconfig.Usagef("X", spec, &b, "{{range .}}{{usage_key .}} {{end}}"); err != nil {
 			panic("config: " + err.Error())
 		}
-		m, field := map[string]string{}, ""
-		for _, l := range strings.Fields(b.String()) {
-			if key, ok := strings.CutPrefix(l, "X_"); ok {
-				m[field] = key
-			} else {
-				field = l
-			}
+		t, m := reflect.TypeOf(spec).Elem(), map[string]string{}
+		for i, key := range strings.Fields(b.String()) { // one per field, in order
+			m[t.Field(i).Name] = strings.TrimPrefix(key, "X_")
 		}
-		suffixes[reflect.TypeOf(spec).Elem()] = m
-	}
-	for t, m := range suffixes {
+		suffixes[t] = m
 		if t == reflect.TypeFor[Cred]() {
-			credSettings = slices.AppendSeq(credSettings, maps.Values(m))
+			credSettings = slices.Sorted(maps.Values(m))
 		} else {
 			globalSettings = slices.AppendSeq(globalSettings, maps.Values(m))
 		}
 	}
-	slices.Sort(credSettings)
 	slices.Sort(globalSettings)
 }
 
