@@ -99,7 +99,7 @@ func Load() (Config, error) {
 	if c.AnswerTimeout > 0 && c.AnswerTimeout < c.RequestTimeout { // 0: reported by decode
 		p.errorf(Prefix+"_ANSWER_TIMEOUT", "%s is shorter than TOKENBROKER_REQUEST_TIMEOUT (%s); set it longer: it bounds the wait for a sent refresh's answer", c.AnswerTimeout, c.RequestTimeout)
 	}
-	loadPaths(p, &c)
+	loadPaths(p, &g, &c)
 	loadAccess(p, &g, &c)
 	loadRedis(p, &r, &c)
 	names := parseNames(p, g.Credentials.V)

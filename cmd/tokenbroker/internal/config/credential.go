@@ -127,7 +127,11 @@ func loadDialect(p *problems, c *cred, cc *Credential, presetOK bool) {
 	if f := c.LifetimeField.V; f != "" {
 		d.LifetimeFields = append([]string{f}, slices.DeleteFunc(slices.Clone(d.WithDefaults().LifetimeFields), func(x string) bool { return x == f })...)
 	}
-	d.TokenTypes = append(d.TokenTypes, strings.FieldsFunc(c.TokenTypes.V, isListSep)...)
+	for _, tt := range strings.FieldsFunc(c.TokenTypes.V, isListSep) {
+		if !slices.ContainsFunc(d.TokenTypes, func(x string) bool { return strings.EqualFold(x, tt) }) {
+			d.TokenTypes = append(d.TokenTypes, tt)
+		}
+	}
 	if v := c.RefreshSendsSecret.V; v != "" {
 		d.RefreshOmitsSecret = v == "false"
 	}

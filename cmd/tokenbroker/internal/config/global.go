@@ -4,9 +4,11 @@ import (
 	"cmp"
 	"crypto/tls"
 	"crypto/x509"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -23,7 +25,7 @@ const maxSocketPathLen = 107
 
 // loadPaths checks the socket and the state directory, or sets their
 // defaults (a relative path was reported by decode).
-func loadPaths(p *problems, c *Config) {
+func loadPaths(p *problems, g *Global, c *Config) {
 	uid, what := os.Geteuid(), sources.QuoteValue(c.Socket)
 	if c.Socket == "" {
 		c.Socket = client.SocketFor(uid, os.Getenv)
@@ -33,7 +35,7 @@ func loadPaths(p *problems, c *Config) {
 		p.errorf(Prefix+"_SOCKET", "%s is %d bytes long, more than a Unix socket path may be (%d); set a shorter path", what, len(c.Socket), maxSocketPathLen)
 	}
 	switch d, ok := DefaultStateDir(uid, os.Getenv); {
-	case c.StateDir != "":
+	case g.StateDir.set():
 		c.StateDir = filepath.Clean(c.StateDir)
 	case ok:
 		c.StateDir = d
@@ -132,8 +134,11 @@ func loadRedis(p *problems, r *Redis, c *Config) {
 		p.errorf(Prefix+"_REDIS_SENTINEL_MASTER", "set without %s; list the sentinels' host:port there", addrsName)
 		return
 	default:
-		if r.RedisPassword.given != "" || r.RedisUsername.set() || r.RedisCAFile.set() {
-			p.warnf(urlName, "not set (nor %s), so the Redis user, password or CA file set is ignored; set it, or remove them", addrsName)
+		ignored := map[string]bool{r.RedisPassword.given: true, Prefix + "_REDIS_USERNAME": r.RedisUsername.set(), Prefix + "_REDIS_CA_FILE": r.RedisCAFile.set()}
+		for _, name := range slices.Sorted(maps.Keys(ignored)) {
+			if name != "" && ignored[name] {
+				p.warnf(name, "set, but no Redis is configured (%s or %s); it is ignored", urlName, addrsName)
+			}
 		}
 		return
 	}
