@@ -13,10 +13,12 @@ import (
 // The settings, declared once. envconfig names each variable from its
 // field (split_words) under TOKENBROKER_ (Global, Redis) or
 // TOKENBROKER_<NAME>_ (Cred); help env prints the tags, the scan for
-// unknown variables accepts exactly these names, and the tags default, min,
-// max and a type "a|b" (the words a text setting takes) are the rules
-// decode checks. No field has an envconfig:"..." tag: envconfig would then
-// also read the unprefixed variable ($PASSWORD for every credential).
+// unknown variables accepts exactly these names. The tags are rules decode
+// checks: default, min, max, and type "a|b" (the words a setting takes),
+// "path" (absolute) or "text" (no control character). No field has an
+// envconfig:"..." tag: envconfig would then also read the unprefixed
+// variable ($PASSWORD for every credential). A Secret field X reads the
+// file its Value[string] field XFile names, if any.
 
 // Global are the settings of the broker as a whole.
 type Global struct {
