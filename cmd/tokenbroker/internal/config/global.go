@@ -20,9 +20,6 @@ import (
 	"github.com/tokenbroker/tokenbroker/sources"
 )
 
-// maxSocketPathLen: sun_path is 108 bytes on Linux, with the NUL.
-const maxSocketPathLen = 107
-
 // loadPaths checks the socket and the state directory, or sets their
 // defaults (a relative path was reported by decode).
 func loadPaths(p *problems, g *Global, c *Config) {
@@ -31,8 +28,8 @@ func loadPaths(p *problems, g *Global, c *Config) {
 		c.Socket = client.SocketFor(uid, os.Getenv)
 		what = "the default " + sources.QuoteValue(c.Socket)
 	}
-	if len(c.Socket) > maxSocketPathLen {
-		p.errorf(Prefix+"_SOCKET", "%s is %d bytes long, more than a Unix socket path may be (%d); set a shorter path", what, len(c.Socket), maxSocketPathLen)
+	if len(c.Socket) > api.MaxSocketPath { // api.Listen's rule, said before it runs
+		p.errorf(Prefix+"_SOCKET", "%s is %d bytes long, more than a Unix socket path may be (%d); set a shorter path", what, len(c.Socket), api.MaxSocketPath)
 	}
 	switch d, ok := DefaultStateDir(uid, os.Getenv); {
 	case g.StateDir.set():
