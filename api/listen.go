@@ -14,9 +14,9 @@ import (
 	"github.com/tokenbroker/tokenbroker/api/client"
 )
 
-// maxSocketPath is the longest path a Unix socket address holds (sun_path
+// MaxSocketPath is the longest path a Unix socket address holds (sun_path
 // is 108 bytes with its terminating NUL).
-const maxSocketPath = 107
+const MaxSocketPath = 107
 
 // Listen creates the socket at opts.Path (default client.DefaultSocket())
 // with mode opts.Mode (default 0660) and listens on it.
@@ -46,9 +46,9 @@ func Listen(opts Options) (net.Listener, error) {
 	if mode == 0 {
 		mode = DefaultMode
 	}
-	if len(path) > maxSocketPath {
+	if len(path) > MaxSocketPath {
 		return nil, fmt.Errorf("socket path %s is %d bytes, longer than the %d a Unix socket allows: choose a shorter one (%s)",
-			path, len(path), maxSocketPath, client.SocketEnv)
+			path, len(path), MaxSocketPath, client.SocketEnv)
 	}
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -67,9 +67,9 @@ func Listen(opts Options) (net.Listener, error) {
 	}
 	defer os.RemoveAll(priv) // holds only the bind name, linked elsewhere by then
 	tmp := filepath.Join(priv, "s")
-	if len(tmp) > maxSocketPath {
+	if len(tmp) > MaxSocketPath {
 		return nil, fmt.Errorf("socket directory %s is too long to bind in (%d bytes with the temporary name, the limit is %d): choose a shorter path (%s)",
-			dir, len(tmp), maxSocketPath, client.SocketEnv)
+			dir, len(tmp), MaxSocketPath, client.SocketEnv)
 	}
 	ul, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
 	if err != nil {

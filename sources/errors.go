@@ -99,7 +99,7 @@ func Advice(err error) string {
 	case errors.As(err, &pe) && pe.Code == "invalid_client":
 		// Sources names no variable; the setting's suffix is what an
 		// operator greps for, as with SCOPES and REFRESH_TOKEN.
-		return "the provider does not accept the client's authentication: check the client id and secret, and the client authentication method (CLIENT_AUTH: client_secret_basic or client_secret_post)"
+		return "the provider does not accept the client's authentication: check the client id and secret, and the client authentication method (its _CLIENT_AUTH setting: client_secret_basic or client_secret_post)"
 	case errors.As(err, &pe) && pe.Code == "invalid_scope":
 		return "the provider refuses the requested scopes: check the SCOPES setting"
 	case errors.Is(err, ErrRejected):

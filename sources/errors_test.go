@@ -36,7 +36,7 @@ func TestCleanKeepsWholeWords(t *testing.T) {
 // client authentication method.
 func TestAdviceInvalidClientNamesClientAuth(t *testing.T) {
 	a := Advice(&ProviderError{Grant: ClientCredentials, Status: 401, Code: "invalid_client"})
-	if !strings.Contains(a, "CLIENT_AUTH") || !strings.Contains(a, "client_secret_post") {
-		t.Errorf("advice %q does not point at CLIENT_AUTH", a)
+	if !strings.Contains(a, "_CLIENT_AUTH") || !strings.Contains(a, "client_secret_post") {
+		t.Errorf("advice %q does not point at _CLIENT_AUTH", a)
 	}
 }

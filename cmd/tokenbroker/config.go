@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/tokenbroker/tokenbroker/broker"
@@ -45,21 +46,16 @@ func credential(c CredentialConfig, hc *http.Client, log *slog.Logger) (broker.C
 
 // setEnviron makes environ the process's TOKENBROKER_ variables (and sets
 // the others it holds), for a command that configures itself, as demo
-// does: envconfig reads only the process environment. The first entry
-// for a name wins, as with getenv(3).
+// does: envconfig reads only the process environment. The first entry for
+// a name wins, as with getenv(3), so they are set from the last.
 func setEnviron(environ []string) error {
 	for _, kv := range os.Environ() {
 		if k, _, _ := strings.Cut(kv, "="); strings.HasPrefix(k, config.Prefix+"_") {
 			os.Unsetenv(k)
 		}
 	}
-	seen := map[string]bool{}
-	for _, kv := range environ {
+	for _, kv := range slices.Backward(environ) {
 		k, v, _ := strings.Cut(kv, "=")
-		if seen[k] {
-			continue
-		}
-		seen[k] = true
 		if err := os.Setenv(k, v); err != nil {
 			return fmt.Errorf("setting %s: %w", k, err)
 		}

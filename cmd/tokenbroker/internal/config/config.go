@@ -10,7 +10,7 @@ package config
 import (
 	"log/slog"
 	"os"
-	"strings"
+	"reflect"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -23,48 +23,35 @@ import (
 // Prefix begins every variable tokenbroker reads.
 const Prefix = "TOKENBROKER"
 
-// Config is the broker's resolved configuration.
+// Config is the broker's resolved configuration. A field named as a
+// setting holds its value (settings.go says what each means).
 type Config struct {
-	Socket   string
-	StateDir string
-	LogLevel slog.Level
-	// LogFormat is "text", "json", or "" when TOKENBROKER_LOG_FORMAT is unset
-	// (main picks text on a terminal, json otherwise).
-	LogFormat string
+	Socket    string
+	StateDir  string
+	LogLevel  slog.Level
+	LogFormat string // "" when unset: main picks text on a terminal, json otherwise
 
 	RefreshAt           float64
 	RequestTimeout      time.Duration
-	AnswerTimeout       time.Duration // the wait for a sent refresh's answer
+	AnswerTimeout       time.Duration
 	HandoutWait         time.Duration
 	BackoffMax          time.Duration
-	ProbeInterval       time.Duration // one request per interval to a failing provider
+	ProbeInterval       time.Duration
 	ProviderConcurrency int
 
-	// Redis, when not nil, makes this broker a member of a fleet sharing
-	// tokens through Redis (one server, Sentinel or Cluster); nil means the
-	// embedded store alone.
-	Redis       *redis.UniversalOptions
-	RedisPrefix string
-	// RedisLockTTL is the refresh lock's lease: how long a fleet waits for
-	// a broker that died holding it.
+	Redis        *redis.UniversalOptions // nil: the embedded store alone
+	RedisPrefix  string
 	RedisLockTTL time.Duration
-	// EncryptionKeys seal stored records (the first one seals, all open);
-	// none means plaintext storage.
+	// EncryptionKeys seal stored records (the first seals, all open); none
+	// means plaintext.
 	EncryptionKeys []broker.SealKey
 
-	// MetricsAddr, when set, serves /metrics over TCP there too.
-	MetricsAddr string
-	// MetricsPerCredential counts handouts and refreshes per credential too.
+	MetricsAddr          string
 	MetricsPerCredential bool
-	// SocketMode is the socket's mode; SocketGID its group (0 means the
-	// broker's).
-	SocketMode os.FileMode
-	SocketGID  int
-	// Access is the default for who may fetch tokens; a credential's own
-	// lists replace it.
-	Access api.Access
-	// CrashAt makes serve kill itself at a refresh step: crash tests only.
-	CrashAt string
+	SocketMode           os.FileMode
+	SocketGID            int        // 0: the broker's group
+	Access               api.Access // who may fetch tokens, unless a credential says
+	CrashAt              string     // TEST_CRASH_AT: crash tests only
 
 	Credentials []Credential
 	// Warnings are problems that do not stop the broker, one line each,
@@ -75,21 +62,18 @@ type Config struct {
 // Credential is one credential as configured.
 type Credential struct {
 	Name     string
-	Provider string // preset name: firework, livepush, ingest, vsrs, generic
-	Grant    sources.Grant
-	Dialect  sources.Dialect // the preset with TOKEN_URL and the generic knobs applied
+	Provider string          // preset name: firework, livepush, ingest, vsrs, generic
+	Grant    sources.Grant   // as set, or inferred from what is set
+	Dialect  sources.Dialect // the preset with the credential's settings applied
 	Client   sources.Client
 	Username string
 
 	Password     sources.Secret
 	RefreshToken sources.Secret // the operator's initial refresh token
-	// Access says who may fetch this credential's token (the global lists
-	// unless its own are set).
-	Access api.Access
+	Access       api.Access     // its own lists, or the global ones
 	// Sources says where each secret came from, keyed by setting
-	// (CLIENT_SECRET, REFRESH_TOKEN, PASSWORD, CLIENT_SECRET_PREVIOUS): the
-	// variable's name, or the file's path and the variable that named it.
-	// Never the value.
+	// (CLIENT_SECRET, REFRESH_TOKEN, ...): the variable, or the file and
+	// the variable that named it. Never the value.
 	Sources map[string]string
 }
 
@@ -107,32 +91,19 @@ func Load() (Config, error) {
 	var r Redis
 	decode(p, Prefix, &g)
 	decode(p, Prefix, &r)
-	c := Config{
-		LogFormat:           g.LogFormat.V,
-		RefreshAt:           g.RefreshAt.V,
-		RequestTimeout:      g.RequestTimeout.V,
-		AnswerTimeout:       g.AnswerTimeout.V,
-		HandoutWait:         g.HandoutWait.V,
-		BackoffMax:          g.BackoffMax.V,
-		ProbeInterval:       g.ProbeInterval.V,
-		ProviderConcurrency: g.ProviderConcurrency.V,
-		SocketMode:          g.SocketMode.V,
-		Access:              access(&g.AllowUids, &g.AllowGids),
-		CrashAt:             g.TestCrashAt.V,
-
-		MetricsPerCredential: g.MetricsPerCredential.V == "true",
-	}
+	var c Config
+	copyValues(&c, &g)
+	copyValues(&c, &r)
+	c.MetricsPerCredential, c.CrashAt = g.MetricsPerCredential.V == "true", g.TestCrashAt.V
+	_ = c.LogLevel.UnmarshalText([]byte(g.LogLevel.V))             // a word check accepted, or "" (reported)
 	if c.AnswerTimeout > 0 && c.AnswerTimeout < c.RequestTimeout { // 0: reported by decode
 		p.errorf(Prefix+"_ANSWER_TIMEOUT", "%s is shorter than TOKENBROKER_REQUEST_TIMEOUT (%s); set it longer: it bounds the wait for a sent refresh's answer", c.AnswerTimeout, c.RequestTimeout)
 	}
-	_ = c.LogLevel.UnmarshalText([]byte(g.LogLevel.V)) // a word check accepted, or "" (reported)
 	loadPaths(p, &g, &c)
-	loadSocketAccess(p, &g, &c)
-	loadEncryptionKeys(p, &g, &c)
+	loadAccess(p, &g, &c)
 	loadRedis(p, &r, &c)
-
 	names := parseNames(p, g.Credentials.V)
-	scan(p, environ(), names)
+	scan(p, names)
 	for _, n := range names {
 		if cc, ok := loadCredential(p, n, c.Access); ok {
 			c.Credentials = append(c.Credentials, cc)
@@ -143,17 +114,16 @@ func Load() (Config, error) {
 	return c, p.err()
 }
 
-// environ is the process environment as a map. The first entry for a name
-// wins, as with getenv(3).
-func environ() map[string]string {
-	m := map[string]string{}
-	for _, kv := range os.Environ() {
-		k, v, ok := strings.Cut(kv, "=")
-		if _, dup := m[k]; ok && k != "" && !dup {
-			m[k] = v
+// copyValues sets each field of *dst that a Value field of *src of the same
+// name and type holds, so that a new setting is one field in each struct.
+func copyValues(dst, src any) {
+	d, s := reflect.ValueOf(dst).Elem(), reflect.ValueOf(src).Elem()
+	for i := range s.NumField() {
+		to, v := d.FieldByName(s.Type().Field(i).Name), s.Field(i).FieldByName("V")
+		if to.IsValid() && v.IsValid() && v.Type() == to.Type() {
+			to.Set(v)
 		}
 	}
-	return m
 }
 
 // Linux refuses an exec whose arguments and environment pass a quarter of
@@ -161,9 +131,8 @@ func environ() map[string]string {
 // a shell that runs the broker then fails with "argument list too long".
 const execLimit = 2 << 20
 
-// checkEnvironSize warns when the environment passes three quarters of
-// execLimit, counted as the kernel does: each string with its NUL, and a
-// pointer to it.
+// checkEnvironSize warns past three quarters of execLimit, counting as the
+// kernel does: each string with its NUL, and a pointer to it.
 func checkEnvironSize(p *problems, environ []string) {
 	n := 0
 	for _, kv := range environ {

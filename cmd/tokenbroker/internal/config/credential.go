@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"reflect"
 	"slices"
 	"strings"
 
@@ -16,24 +17,25 @@ import (
 	"github.com/tokenbroker/tokenbroker/sources"
 )
 
-// cred is one credential's decoded settings and its variables' names.
+// cred is one credential's decoded settings, its name and its prefix.
 type cred struct {
 	Cred
-	name string
-	vars map[string]string // field -> variable
+	name, prefix string
 }
 
 // v names the variable of a Cred field.
-func (c *cred) v(field string) string { return c.vars[field] }
+func (c *cred) v(field string) string {
+	return c.prefix + "_" + suffixes[reflect.TypeFor[Cred]()][field]
+}
 
 // loadCredential decodes and validates one credential. ok is false when
 // any problem was reported for it.
 func loadCredential(p *problems, name string, global api.Access) (cc Credential, ok bool) {
 	before := len(p.errs)
-	c := &cred{name: name, vars: variables(CredentialPrefix(name), &Cred{})}
-	cc = Credential{Name: name, Access: global, Sources: decode(p, CredentialPrefix(name), &c.Cred)}
-	cc.Provider, cc.Username = strings.ToLower(c.Provider.V), c.Username.V
-	cc.RefreshToken, cc.Password = c.RefreshToken.V, c.Password.V
+	c := &cred{name: name, prefix: CredentialPrefix(name)}
+	cc = Credential{Name: name, Access: global, Sources: decode(p, c.prefix, &c.Cred)}
+	copyValues(&cc, &c.Cred)
+	cc.Provider = strings.ToLower(cc.Provider)
 	if a := access(&c.AllowUids, &c.AllowGids); a.Set {
 		cc.Access = a
 	}
@@ -42,20 +44,22 @@ func loadCredential(p *problems, name string, global api.Access) (cc Credential,
 		p.errorf(c.v("Provider"), "%s is not a known provider; use one of %s", sources.QuoteValue(c.Provider.V), strings.Join(sources.Providers(), ", "))
 	}
 	because, grantOK := chooseGrant(p, c, &cc)
-	presetOK := false
-	if providerOK && grantOK {
-		// When the provider does not offer the grant, what the grant would
+	d, err := sources.Preset(cc.Provider, cc.Grant)
+	if err != nil && providerOK && grantOK {
+		// The provider does not offer the grant: what the grant would
 		// require is beside the point.
-		d, err := sources.Preset(cc.Provider, cc.Grant)
-		if presetOK, grantOK = err == nil, err == nil; err != nil {
-			how := "set GRANT to one it offers, or check PROVIDER"
-			if because != "" {
-				how = fmt.Sprintf("the grant was chosen because %s; set %s to one the provider offers, or check PROVIDER", because, c.v("Grant"))
-			}
-			p.errorf(c.v("Grant"), "%v; %s", err, how)
+		grantOK = false
+		how := fmt.Sprintf("set %s to one it offers, or check PROVIDER", c.v("Grant"))
+		if because != "" {
+			how = "the grant was chosen because " + because + "; " + how
 		}
-		cc.Dialect = d
+		p.errorf(c.v("Grant"), "%v; %s", err, how)
 	}
+	presetOK := err == nil && grantOK
+	if !presetOK { // the settings are judged over the generic dialect
+		d, _ = sources.Preset("generic", sources.ClientCredentials)
+	}
+	cc.Dialect = d
 	loadDialect(p, c, &cc, presetOK)
 	loadClient(p, c, &cc)
 	if grantOK {
@@ -68,10 +72,9 @@ func loadCredential(p *problems, name string, global api.Access) (cc Credential,
 // because of what. A refresh token whose file failed still says which
 // grant was meant.
 func chooseGrant(p *problems, c *cred, cc *Credential) (because string, ok bool) {
-	name, hasRefresh := c.v("Grant"), c.RefreshToken.given != ""
+	name, refresh, user := c.v("Grant"), c.RefreshToken.given != "", cc.Username != ""
 	if g := c.Grant.V; g != "" {
-		cc.Grant = sources.Grant(strings.ToLower(g))
-		switch cc.Grant {
+		switch cc.Grant = sources.Grant(strings.ToLower(g)); cc.Grant {
 		case sources.ClientCredentials, sources.RefreshToken, sources.Password:
 			return "", true
 		case sources.AuthorizationCode:
@@ -82,15 +85,14 @@ func chooseGrant(p *problems, c *cred, cc *Credential) (because string, ok bool)
 		return "", false
 	}
 	switch {
-	case hasRefresh && cc.Username != "":
+	case refresh && user:
 		p.errorf(name, "not set, and both REFRESH_TOKEN and USERNAME are; set it to refresh_token or password")
 		return "", false
-	case hasRefresh:
+	case refresh:
 		cc.Grant, because = sources.RefreshToken, "REFRESH_TOKEN is set"
-	case cc.Username != "":
+	case user:
 		cc.Grant, because = sources.Password, "USERNAME is set"
-	case c.AuthorizeURL.set() && c.RedirectURI.set():
-		// The operator runs authorize; client_credentials would be refused.
+	case c.AuthorizeURL.set() && c.RedirectURI.set(): // for authorize: client_credentials would be refused
 		cc.Grant, because = sources.RefreshToken, "AUTHORIZE_URL and REDIRECT_URI are set"
 	default:
 		cc.Grant, because = sources.ClientCredentials, "no REFRESH_TOKEN, USERNAME or AUTHORIZE_URL is set"
@@ -98,15 +100,11 @@ func chooseGrant(p *problems, c *cred, cc *Credential) (because string, ok bool)
 	return because, true
 }
 
-// loadDialect applies the generic settings over the preset (over the
-// generic dialect when the preset failed, so that they are judged too),
-// then reports what sources.Dialect.Validate finds, under the variable
-// that set it.
+// loadDialect applies the credential's settings over the preset, then
+// reports what sources.Dialect.Validate finds under the variable that set
+// it.
 func loadDialect(p *problems, c *cred, cc *Credential, presetOK bool) {
 	d := &cc.Dialect
-	if !presetOK {
-		*d, _ = sources.Preset("generic", sources.ClientCredentials)
-	}
 	if u, err := url.Parse(c.TokenURL.V); err == nil && u.Scheme == "http" && u.User == nil && !isLoopback(u.Hostname()) {
 		p.warnf(c.v("TokenURL"), "http:// to %s sends the client secret and tokens in clear; use https://", u.Hostname())
 	}
@@ -127,11 +125,10 @@ func loadDialect(p *problems, c *cred, cc *Credential, presetOK bool) {
 	}
 	loadHeaders(p, c.v("Headers"), c.Headers.V, d)
 	if f := c.LifetimeField.V; f != "" {
-		others := slices.DeleteFunc(slices.Clone(d.WithDefaults().LifetimeFields), func(x string) bool { return x == f })
-		d.LifetimeFields = append([]string{f}, others...)
+		d.LifetimeFields = append([]string{f}, slices.DeleteFunc(slices.Clone(d.WithDefaults().LifetimeFields), func(x string) bool { return x == f })...)
 	}
-	for _, tt := range strings.Split(c.TokenTypes.V, ",") {
-		if tt = strings.TrimSpace(tt); tt != "" && !slices.ContainsFunc(d.TokenTypes, func(x string) bool { return strings.EqualFold(x, tt) }) {
+	for _, tt := range strings.FieldsFunc(c.TokenTypes.V, isListSep) {
+		if !slices.ContainsFunc(d.TokenTypes, func(x string) bool { return strings.EqualFold(x, tt) }) {
 			d.TokenTypes = append(d.TokenTypes, tt)
 		}
 	}
@@ -182,15 +179,10 @@ func loadHeaders(p *problems, name, s string, d *sources.Dialect) {
 	}
 }
 
-// loadClient reads the client's id, scopes and redirect URI.
+// loadClient reads the client's id, secrets, scopes and redirect URI.
 func loadClient(p *problems, c *cred, cc *Credential) {
-	cc.Client = sources.Client{ID: c.ClientID.V, Secret: c.ClientSecret.V, PreviousSecret: c.ClientSecretPrevious.V}
-	for _, f := range []struct{ field, v string }{{"ClientID", cc.Client.ID}, {"Username", cc.Username}} {
-		if sources.HasControl(f.v) {
-			p.errorf(c.v(f.field), "holds a control character; remove it")
-		}
-	}
-	if cc.Client.ID == "" {
+	cc.Client = sources.Client{ID: c.ClientID.V, Secret: c.ClientSecret.V, PreviousSecret: c.ClientSecretPrevious.V, RedirectURI: c.RedirectURI.V}
+	if !c.ClientID.set() {
 		p.errorf(c.v("ClientID"), "required; set it to the client id the provider issued")
 	}
 	if c.ClientSecretPrevious.given != "" && c.ClientSecret.given == "" {
@@ -204,12 +196,8 @@ func loadClient(p *problems, c *cred, cc *Credential) {
 			cc.Client.Scopes = append(cc.Client.Scopes, sc)
 		}
 	}
-	if s := c.RedirectURI.V; s != "" {
-		if u, err := url.Parse(s); err != nil || !u.IsAbs() || u.Host == "" && u.Opaque == "" {
-			p.errorf(c.v("RedirectURI"), "%s is not an absolute URI; set the redirect URI registered with the provider", sources.QuoteValue(s))
-		} else {
-			cc.Client.RedirectURI = s
-		}
+	if u, err := url.Parse(c.RedirectURI.V); c.RedirectURI.set() && (err != nil || !u.IsAbs() || u.Host == "" && u.Opaque == "") {
+		p.errorf(c.v("RedirectURI"), "%s is not an absolute URI; set the redirect URI registered with the provider", sources.QuoteValue(c.RedirectURI.V))
 	}
 }
 
@@ -224,6 +212,9 @@ func checkGrantNeeds(p *problems, c *cred, cc *Credential) {
 			p.errorf(c.v(field), "required for the %s grant; set it, or %s_FILE to a file holding %s", g, c.v(field), what)
 		}
 	}
+	unused := func(name, instead string) {
+		p.errorf(name, "set, but the %s grant does not use it; remove it, or set %s", g, instead)
+	}
 	switch {
 	case public && c.ClientSecret.given != "":
 		p.errorf(c.ClientSecret.given, "set, but %s=none sends no secret; remove it, or set %s to client_secret_basic or client_secret_post", authVar, authVar)
@@ -236,7 +227,7 @@ func checkGrantNeeds(p *problems, c *cred, cc *Credential) {
 	case g == sources.RefreshToken && c.RefreshToken.given == "":
 		p.warnf(c.v("RefreshToken"), "not set: the credential has no token until tokenbroker authorize %s stores one (or set it to a refresh token you have)", c.name)
 	case g != sources.RefreshToken && c.RefreshToken.ok():
-		p.errorf(c.RefreshToken.given, "set, but the %s grant does not use it; remove it, or set %s=refresh_token", g, grantVar)
+		unused(c.RefreshToken.given, grantVar+"=refresh_token")
 	}
 	if g == sources.Password {
 		if cc.Username == "" {
@@ -244,10 +235,10 @@ func checkGrantNeeds(p *problems, c *cred, cc *Credential) {
 		}
 		require(&c.Password, "Password", "the resource owner's password")
 	} else if c.Password.ok() {
-		p.errorf(c.Password.given, "set, but the %s grant does not use it; remove it, or set %s for the password grant", g, c.v("Username"))
+		unused(c.Password.given, c.v("Username")+" for the password grant")
 	}
 	if cc.Username != "" && g == sources.ClientCredentials {
-		p.errorf(c.v("Username"), "set, but the client_credentials grant does not use it; remove it, or set %s=password", grantVar)
+		unused(c.v("Username"), grantVar+"=password")
 	}
 	if g == sources.RefreshToken && cc.Dialect.RefreshSendsRedirect && !c.RedirectURI.set() {
 		p.errorf(c.v("RedirectURI"), "required: provider %s sends redirect_uri on every refresh; set the redirect URI the refresh token was issued for", cc.Provider)
@@ -255,7 +246,7 @@ func checkGrantNeeds(p *problems, c *cred, cc *Credential) {
 }
 
 func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") || strings.HasSuffix(strings.ToLower(host), ".localhost") {
+	if h := strings.ToLower(host); h == "localhost" || strings.HasSuffix(h, ".localhost") {
 		return true
 	}
 	ip := net.ParseIP(host)

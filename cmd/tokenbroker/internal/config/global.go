@@ -1,10 +1,18 @@
 package config
 
 import (
+	"cmp"
+	"crypto/tls"
+	"crypto/x509"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/tokenbroker/tokenbroker/api"
 	"github.com/tokenbroker/tokenbroker/api/client"
@@ -12,34 +20,24 @@ import (
 	"github.com/tokenbroker/tokenbroker/sources"
 )
 
-// maxSocketPathLen: sun_path is 108 bytes on Linux, with the NUL.
-const maxSocketPathLen = 107
-
-// loadPaths sets the socket and the state directory, or their defaults.
+// loadPaths checks the socket and the state directory, or sets their
+// defaults (a relative path was reported by decode).
 func loadPaths(p *problems, g *Global, c *Config) {
-	uid := os.Geteuid()
-	name, what := Prefix+"_SOCKET", sources.QuoteValue(g.Socket.V)
-	if c.Socket = g.Socket.V; c.Socket == "" {
+	uid, what := os.Geteuid(), sources.QuoteValue(c.Socket)
+	if c.Socket == "" {
 		c.Socket = client.SocketFor(uid, os.Getenv)
 		what = "the default " + sources.QuoteValue(c.Socket)
 	}
-	if !filepath.IsAbs(c.Socket) {
-		p.errorf(name, "%s is not an absolute path; use one, e.g. /run/tokenbroker/tokenbroker.sock", what)
+	if len(c.Socket) > api.MaxSocketPath { // api.Listen's rule, said before it runs
+		p.errorf(Prefix+"_SOCKET", "%s is %d bytes long, more than a Unix socket path may be (%d); set a shorter path", what, len(c.Socket), api.MaxSocketPath)
 	}
-	if len(c.Socket) > maxSocketPathLen {
-		p.errorf(name, "%s is %d bytes long, more than a Unix socket path may be (%d); set a shorter path", what, len(c.Socket), maxSocketPathLen)
-	}
-	name = Prefix + "_STATE_DIR"
 	switch d, ok := DefaultStateDir(uid, os.Getenv); {
 	case g.StateDir.set():
-		if !filepath.IsAbs(g.StateDir.V) {
-			p.errorf(name, "%s is not an absolute path; use one, e.g. /var/lib/tokenbroker", sources.QuoteValue(g.StateDir.V))
-		}
-		c.StateDir = filepath.Clean(g.StateDir.V)
+		c.StateDir = filepath.Clean(c.StateDir)
 	case ok:
 		c.StateDir = d
 	default:
-		p.errorf(name, "not set, and neither XDG_STATE_HOME nor HOME is an absolute path to derive it from; set it")
+		p.errorf(Prefix+"_STATE_DIR", "not set, and neither XDG_STATE_HOME nor HOME is an absolute path to derive it from; set it")
 	}
 }
 
@@ -58,12 +56,13 @@ func DefaultStateDir(uid int, getenv func(string) string) (string, bool) {
 	return "", false
 }
 
-// loadSocketAccess checks the socket's mode and sets its group, and the
-// metrics address.
-func loadSocketAccess(p *problems, g *Global, c *Config) {
+// loadAccess checks the socket's mode and group, the metrics address and
+// the encryption keys, and sets who may fetch tokens.
+func loadAccess(p *problems, g *Global, c *Config) {
+	c.Access = access(&g.AllowUids, &g.AllowGids)
 	name, mode := Prefix+"_SOCKET_MODE", sources.QuoteValue(g.SocketMode.raw)
-	switch m := g.SocketMode.V; {
-	case g.SocketMode.err != nil:
+	switch m := c.SocketMode; {
+	case g.SocketMode.err != nil: // reported by decode
 	case m&^0o666 != 0:
 		p.errorf(name, "%s sets bits beyond read and write; use e.g. 0660", mode)
 	case m&0o200 == 0:
@@ -79,17 +78,20 @@ func loadSocketAccess(p *problems, g *Global, c *Config) {
 	case len(gids) == 1:
 		c.SocketGID = int(gids[0])
 	}
-	if v := g.MetricsAddr.V; v != "" {
-		name := Prefix + "_METRICS_ADDR"
+	if v, name := c.MetricsAddr, Prefix+"_METRICS_ADDR"; v != "" {
 		host, port, err := net.SplitHostPort(v)
 		if _, perr := strconv.ParseUint(port, 10, 16); err != nil || perr != nil {
 			p.errorf(name, "%s is not host:port; use e.g. 127.0.0.1:9464 (metrics hold no secret, but keep them off public interfaces)", sources.QuoteValue(v))
-			return
-		}
-		c.MetricsAddr = v
-		if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		} else if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
 			p.warnf(name, "%s listens on every interface; metrics hold no secret, but prefer a loopback or internal address", sources.QuoteValue(v))
 		}
+	}
+	if k := &g.EncryptionKey; k.ok() {
+		keys, err := broker.ParseKeys(k.V.Reveal())
+		if err != nil {
+			p.errorf(k.given, "%v", err)
+		}
+		c.EncryptionKeys = keys
 	}
 }
 
@@ -98,13 +100,69 @@ func access(uids, gids *IDs) api.Access {
 	return api.Access{Set: uids.set() || gids.set(), UIDs: uids.V, GIDs: gids.V}
 }
 
-// loadEncryptionKeys parses TOKENBROKER_ENCRYPTION_KEY, or its _FILE.
-func loadEncryptionKeys(p *problems, g *Global, c *Config) {
-	if k := &g.EncryptionKey; k.ok() {
-		keys, err := broker.ParseKeys(k.V.Reveal())
-		if err != nil {
-			p.errorf(k.given, "%v", err)
+// loadRedis reads the fleet settings: one server by URL, or a Cluster or
+// Sentinel by addresses.
+func loadRedis(p *problems, r *Redis, c *Config) {
+	urlName, addrsName := Prefix+"_REDIS_URL", Prefix+"_REDIS_ADDRS"
+	o := &redis.UniversalOptions{Username: r.RedisUsername.V, Password: r.RedisPassword.V.Reveal()}
+	switch {
+	case r.RedisURL.given != "" && r.RedisAddrs.set():
+		p.errorf(addrsName, "set together with %s; use the URL for one server, the addresses for Sentinel or Cluster", urlName)
+		return
+	case r.RedisURL.ok():
+		opts, err := redis.ParseURL(r.RedisURL.V.Reveal())
+		if err != nil { // the URL may hold a password: name the variable, not the value
+			p.errorf(urlName, "not a valid Redis URL (%s); use redis://[user:password@]host:port/db or rediss://…", redactURLError(err))
+			return
 		}
-		c.EncryptionKeys = keys
+		o.Addrs, o.DB, o.TLSConfig = []string{opts.Addr}, opts.DB, opts.TLSConfig
+		o.Username, o.Password = cmp.Or(o.Username, opts.Username), cmp.Or(o.Password, opts.Password)
+	case r.RedisURL.given != "": // reported by decode
+		return
+	case r.RedisAddrs.set():
+		for _, a := range strings.FieldsFunc(r.RedisAddrs.V, isListSep) {
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				p.errorf(addrsName, "%s is not host:port; list host:port addresses separated by commas", sources.QuoteValue(a))
+			}
+			o.Addrs = append(o.Addrs, a)
+		}
+		o.MasterName = r.RedisSentinelMaster.V
+	case r.RedisSentinelMaster.set():
+		p.errorf(Prefix+"_REDIS_SENTINEL_MASTER", "set without %s; list the sentinels' host:port there", addrsName)
+		return
+	default:
+		ignored := map[string]bool{r.RedisPassword.given: true, Prefix + "_REDIS_USERNAME": r.RedisUsername.set(), Prefix + "_REDIS_CA_FILE": r.RedisCAFile.set()}
+		for _, name := range slices.Sorted(maps.Keys(ignored)) {
+			if name != "" && ignored[name] {
+				p.warnf(name, "set, but no Redis is configured (%s or %s); it is ignored", urlName, addrsName)
+			}
+		}
+		return
 	}
+	if path := r.RedisCAFile.V; path != "" {
+		pem, err := os.ReadFile(path)
+		pool := x509.NewCertPool()
+		switch name := Prefix + "_REDIS_CA_FILE"; {
+		case err != nil:
+			p.errorf(name, "%v", fileError(sources.QuoteValue(path), err))
+		case !pool.AppendCertsFromPEM(pem):
+			p.errorf(name, "%s holds no PEM certificate; point it at the CA's PEM file", sources.QuoteValue(path))
+		default:
+			o.TLSConfig = cmp.Or(o.TLSConfig, &tls.Config{MinVersion: tls.VersionTLS12})
+			o.TLSConfig.RootCAs = pool
+		}
+	}
+	c.Redis = o
+}
+
+// redactURLError keeps the parse error's kind without the URL it quotes.
+func redactURLError(err error) string {
+	msg := err.Error()
+	if i := strings.LastIndex(msg, ": "); i >= 0 {
+		msg = msg[i+2:]
+	}
+	if strings.Contains(msg, "@") || strings.Contains(msg, "//") {
+		return "unparsable"
+	}
+	return msg
 }

@@ -3,7 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
-	"maps"
+	"os"
 	"slices"
 	"strings"
 
@@ -19,87 +19,84 @@ func CredentialPrefix(name string) string {
 
 // parseNames reads TOKENBROKER_CREDENTIALS and returns the valid, distinct
 // names in order. The name rule is the broker's.
-func parseNames(p *problems, raw string) []string {
-	name := Prefix + "_CREDENTIALS"
+func parseNames(p *problems, raw string) (names []string) {
+	const name = Prefix + "_CREDENTIALS"
 	if strings.TrimSpace(raw) == "" {
 		p.errorf(name, "not set; list the credentials to keep fresh, separated by commas, e.g. firework,ingest-main")
 		return nil
 	}
-	var names []string
-	byPrefix := map[string]string{}
+	owner := map[string]string{} // TOKENBROKER_<NAME> -> name
 	for i, n := range strings.Split(raw, ",") {
 		n = strings.TrimSpace(n)
+		pfx := CredentialPrefix(n)
 		var ne *broker.NameError
 		switch err := broker.CheckName(n); {
 		case n == "":
 			p.errorf(name, "entry %d is empty; remove the extra comma", i+1)
 		case errors.As(err, &ne):
 			p.errorf(name, "name %s %s", sources.QuoteValue(n), ne.Problem)
-		case slices.Contains(names, n):
+		case owner[pfx] == n:
 			p.errorf(name, "%s is listed twice; list each credential once", n)
-		case globalClash(n) != "":
-			p.errorf(name, "%s would read %s, a global setting, as its own; rename it", n, globalClash(n))
-		case byPrefix[CredentialPrefix(n)] != "":
-			p.errorf(name, "%s and %s both read the variables %s_*; rename one", byPrefix[CredentialPrefix(n)], n, CredentialPrefix(n))
+		case owner[pfx] != "":
+			p.errorf(name, "%s and %s both read the variables %s_*; rename one", owner[pfx], n, pfx)
+		case globalClash(pfx) != "":
+			p.errorf(name, "%s would read %s, a global setting, as its own; rename it", n, globalClash(pfx))
 		default:
-			byPrefix[CredentialPrefix(n)] = n
+			owner[pfx] = n
 			names = append(names, n)
 		}
 	}
 	return names
 }
 
-// globalClash is a global variable that credential n's settings would
-// also read (credential redis: TOKENBROKER_REDIS_PASSWORD), or "".
-func globalClash(n string) string {
+// globalClash is a global variable that the credential reading the
+// variables pfx_* would also read (credential redis: TOKENBROKER_REDIS_PASSWORD).
+func globalClash(pfx string) string {
 	for _, s := range credSettings {
-		if v := CredentialPrefix(n) + "_" + s; slices.Contains(globalSettings, v[len(Prefix)+1:]) {
+		if v := pfx + "_" + s; slices.Contains(globalSettings, v[len(Prefix)+1:]) {
 			return v
 		}
 	}
 	return ""
 }
 
-// scan reports TOKENBROKER_ variables that nothing reads: an unknown
-// setting of a listed credential is an error (a typo loses a setting);
-// a variable of an unlisted credential, or an unknown one, is a warning.
-// It accepts exactly the names the settings structs declare.
-func scan(p *problems, env map[string]string, names []string) {
-	byPrefix := make(map[string]string, len(names)) // TOKENBROKER_<NAME> -> name
-	for _, n := range names {
-		byPrefix[CredentialPrefix(n)] = n
+// scan reports the TOKENBROKER_ variables that nothing reads, by the names
+// the settings structs declare: an unknown setting of a listed credential
+// is an error (a typo loses a setting); any other, a warning.
+func scan(p *problems, names []string) {
+	var keys []string
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); strings.HasPrefix(k, Prefix+"_") {
+			keys = append(keys, k)
+		}
 	}
-	for _, k := range slices.Sorted(maps.Keys(env)) {
-		rest, ok := strings.CutPrefix(k, Prefix+"_")
-		if !ok || slices.Contains(globalSettings, rest) {
+	slices.Sort(keys)
+	for _, k := range slices.Compact(keys) {
+		if slices.Contains(globalSettings, k[len(Prefix)+1:]) {
 			continue
 		}
-		var claims []string // in the order of names
+		var claims []string
+		owner := "" // the listed credential with the longest prefix of k
 		for _, n := range names {
-			if setting, ok := strings.CutPrefix(k, CredentialPrefix(n)+"_"); ok && slices.Contains(credSettings, setting) {
-				claims = append(claims, n)
+			if s, ok := strings.CutPrefix(k, CredentialPrefix(n)+"_"); ok {
+				if slices.Contains(credSettings, s) {
+					claims = append(claims, n)
+				}
+				if len(n) > len(owner) {
+					owner = n
+				}
 			}
 		}
-		switch owner := longestOwner(k, byPrefix); {
+		switch {
 		case len(claims) > 1:
 			p.errorf(k, "is a setting of both credentials %s and %s; rename one of them", claims[0], claims[1])
 		case len(claims) == 1:
 		case owner != "":
 			p.errorf(k, "%s", unknownSetting(owner, k[len(CredentialPrefix(owner))+1:]))
 		default:
-			p.warnf(k, "%s", strayVariable(rest, names))
+			p.warnf(k, "%s", strayVariable(k[len(Prefix)+1:], names))
 		}
 	}
-}
-
-// longestOwner is the listed credential with the longest prefix of k, or "".
-func longestOwner(k string, byPrefix map[string]string) string {
-	for i := len(k) - 1; i > len(Prefix); i-- {
-		if n, ok := byPrefix[k[:i]]; ok && k[i] == '_' {
-			return n
-		}
-	}
-	return ""
 }
 
 func unknownSetting(name, setting string) string {
@@ -111,8 +108,7 @@ func unknownSetting(name, setting string) string {
 				files = append(files, f)
 			}
 		}
-		return fmt.Sprintf("credential %s has no such setting: only %s can be read from a file; set %s%s directly",
-			name, strings.Join(files, ", "), pfx, base)
+		return fmt.Sprintf("credential %s has no such setting: only %s can be read from a file; set %s%s directly", name, strings.Join(files, ", "), pfx, base)
 	}
 	if s := closest(setting, credSettings); s != "" {
 		return fmt.Sprintf("credential %s has no such setting; did you mean %s%s?", name, pfx, s)
@@ -120,10 +116,10 @@ func unknownSetting(name, setting string) string {
 	return fmt.Sprintf("credential %s has no such setting; its settings are %s", name, strings.Join(credSettings, ", "))
 }
 
-// strayVariable explains a TOKENBROKER_ variable that no listed credential
-// owns. rest is the name after TOKENBROKER_.
+// strayVariable explains a variable no listed credential owns; rest is the
+// name after TOKENBROKER_.
 func strayVariable(rest string, names []string) string {
-	var setting string // the longest credential setting rest ends with
+	setting := "" // the longest credential setting rest ends with
 	for _, s := range credSettings {
 		if strings.HasSuffix(rest, "_"+s) && len(rest) > len(s)+1 && len(s) > len(setting) {
 			setting = s
@@ -135,23 +131,21 @@ func strayVariable(rest string, names []string) string {
 		}
 		return "tokenbroker has no such setting and ignores it; remove it"
 	}
-	cred := rest[:len(rest)-len(setting)-1]
-	msg := fmt.Sprintf("credential %s is not in %s_CREDENTIALS, so this is ignored; add it there, or remove the variable",
-		strings.ToLower(cred), Prefix)
-	upper := make([]string, len(names))
-	for i, n := range names {
-		upper[i] = CredentialPrefix(n)[len(Prefix)+1:]
-	}
-	if i := slices.Index(upper, closest(cred, upper)); i >= 0 {
-		msg += fmt.Sprintf(" (did you mean %s_%s_%s, for %s?)", Prefix, upper[i], setting, names[i])
+	cred := strings.TrimSuffix(rest, "_"+setting)
+	msg := fmt.Sprintf("credential %s is not in %s_CREDENTIALS, so this is ignored; add it there, or remove the variable", strings.ToLower(cred), Prefix)
+	for _, n := range names {
+		if pfx := CredentialPrefix(n); closest(cred, []string{pfx[len(Prefix)+1:]}) != "" {
+			return fmt.Sprintf("%s (did you mean %s_%s, for %s?)", msg, pfx, setting, n)
+		}
 	}
 	return msg
 }
 
-// closest returns the candidate that s most likely misspells, or "".
+// closest returns the candidate that s most likely misspells (the same but
+// for case and underscores, or at most two edits away), or "".
 func closest(s string, candidates []string) string {
 	norm := func(x string) string { return strings.ReplaceAll(strings.ToUpper(x), "_", "") }
-	best, bestD := "", 3 // at most two edits
+	best, bestD := "", 3
 	for _, c := range candidates {
 		if norm(c) == norm(s) {
 			return c
@@ -163,6 +157,7 @@ func closest(s string, candidates []string) string {
 	return best
 }
 
+// editDistance is the Levenshtein distance of a and b, capped for long input.
 func editDistance(a, b string) int {
 	if len(a) > 100 || len(b) > 100 {
 		return 100

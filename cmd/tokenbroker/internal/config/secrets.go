@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -54,17 +53,13 @@ func (s *Secret) read(p *problems, name, path string) {
 	case s.set() && path != "":
 		p.errorf(name, "set together with %s; set only one", file)
 		s.V, s.given, s.failed = sources.Secret{}, name, true
-	case s.bad:
-		s.given, s.failed = name, true // check reported it
 	case s.set():
-		s.given, s.from = name, name
+		s.given, s.from, s.failed = name, name, s.bad // check reported a bad one
 	case path != "":
 		v, err := ReadSecretFile(path)
-		if err != nil {
+		if s.V, s.given, s.failed = v, file, err != nil; err != nil {
 			p.errorf(file, "%v", err)
-		}
-		s.V, s.given, s.failed = v, file, err != nil
-		if err == nil {
+		} else {
 			s.from = fmt.Sprintf("file %s (%s)", path, file)
 		}
 	}
@@ -73,32 +68,34 @@ func (s *Secret) read(p *problems, name, path string) {
 // ok reports whether the secret was given and read.
 func (s *Secret) ok() bool { return s.given != "" && !s.failed }
 
-// ReadSecretFile reads a secret from a file that only its owner (and
-// group) may read. Only the trailing line breaks are removed.
+// ReadSecretFile reads a secret from a regular file that other users may
+// neither read nor write (group-readable is fine: a Kubernetes secret
+// mounted with fsGroup is 0440). Only the trailing line breaks go.
 func ReadSecretFile(path string) (sources.Secret, error) {
-	shown := sources.QuoteValue(path)
-	if !filepath.IsAbs(path) {
-		// Not echoed: a secret pasted here by mistake would land in the log.
+	if !filepath.IsAbs(path) { // not echoed: a secret pasted here by mistake would land in the log
 		return sources.Secret{}, errors.New("is not an absolute path (value not shown, in case it is the secret itself); set the full path of a file holding the secret")
 	}
+	shown := sources.QuoteValue(path)
 	f, err := os.Open(path)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return sources.Secret{}, fmt.Errorf("%s does not exist; create it or fix the path", shown)
-	case errors.Is(err, fs.ErrPermission):
-		return sources.Secret{}, fmt.Errorf("%s cannot be read by this user (uid %d); give the broker's user read access (chown, chmod 600)", shown, os.Geteuid())
-	case err != nil:
-		return sources.Secret{}, fmt.Errorf("%s cannot be opened: %v; fix the path", shown, errors.Unwrap(err))
+	if err != nil {
+		return sources.Secret{}, fileError(shown, err)
 	}
 	defer f.Close()
-	if err := checkSecretFile(f, path); err != nil {
-		return sources.Secret{}, err
+	st, err := f.Stat()
+	if err != nil {
+		return sources.Secret{}, fileError(shown, err)
+	}
+	if mode := st.Mode(); !mode.IsRegular() {
+		return sources.Secret{}, fmt.Errorf("%s is not a regular file; point it at the file holding the secret", shown)
+	} else if mode&0o026 != 0 {
+		what := map[bool]string{true: "readable by every user", false: "writable by other users"}[mode&0o004 != 0]
+		return sources.Secret{}, fmt.Errorf("%s is %s (mode %04o); chmod 600 %s (or 640 to share it with a group)", shown, what, mode.Perm(), path)
 	}
 	b, err := io.ReadAll(io.LimitReader(f, maxSecretFile+1))
 	s := strings.TrimRight(string(b), "\r\n")
 	switch {
 	case err != nil:
-		return sources.Secret{}, fmt.Errorf("%s cannot be read: %v; fix the file", shown, errors.Unwrap(err))
+		return sources.Secret{}, fileError(shown, err)
 	case len(b) > maxSecretFile:
 		return sources.Secret{}, fmt.Errorf("%s is larger than %d KiB; point it at the file holding only the secret", shown, maxSecretFile>>10)
 	case s == "":
@@ -109,22 +106,13 @@ func ReadSecretFile(path string) (sources.Secret, error) {
 	return sources.NewSecret(s), nil
 }
 
-// checkSecretFile refuses anything but a regular file that other users
-// cannot read or write. Group-readable is fine (a Kubernetes secret mounted
-// with fsGroup is 0440).
-func checkSecretFile(f *os.File, path string) error {
-	st, err := f.Stat()
+// fileError says why the file at shown could not be read, and what to do.
+func fileError(shown string, err error) error {
 	switch {
-	case err != nil:
-		return fmt.Errorf("%s cannot be examined: %v; fix the path", sources.QuoteValue(path), errors.Unwrap(err))
-	case !st.Mode().IsRegular():
-		return fmt.Errorf("%s is not a regular file; point it at the file holding the secret", sources.QuoteValue(path))
-	case st.Mode().Perm()&0o026 != 0:
-		what := "readable by every user"
-		if st.Mode().Perm()&0o004 == 0 {
-			what = "writable by other users"
-		}
-		return fmt.Errorf("%s is %s (mode %04o); chmod 600 %s (or 640 to share it with a group)", sources.QuoteValue(path), what, st.Mode().Perm(), path)
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("%s does not exist; create it or fix the path", shown)
+	case errors.Is(err, os.ErrPermission):
+		return fmt.Errorf("%s cannot be read by this user (uid %d); give the broker's user read access (chown, chmod 600)", shown, os.Geteuid())
 	}
-	return nil
+	return fmt.Errorf("%s cannot be read: %v; fix the path", shown, errors.Unwrap(err))
 }

@@ -12,15 +12,13 @@ import (
 
 // The settings, declared once. envconfig names each variable from its
 // field (split_words) under TOKENBROKER_ (Global, Redis) or
-// TOKENBROKER_<NAME>_ (Cred); `tokenbroker help env` prints these tags, and
-// the scan for unknown variables accepts exactly these names. No field has
-// an envconfig:"..." tag: envconfig would then also read the unprefixed
-// variable ($PASSWORD for every credential's PASSWORD).
-//
-// The tags are the rules where the rules are data: default, min and max,
-// and a type "a|b" lists the words a text setting takes (decode checks
-// them all). Adding a global setting is one field here and one line where
-// Load copies it into Config.
+// TOKENBROKER_<NAME>_ (Cred); help env prints the tags, the scan for
+// unknown variables accepts exactly these names. The tags are rules decode
+// checks: default, min, max, and type "a|b" (the words a setting takes),
+// "path" (absolute) or "text" (no control character). No field has an
+// envconfig:"..." tag: envconfig would then also read the unprefixed
+// variable ($PASSWORD for every credential). A Secret field X reads the
+// file its Value[string] field XFile names, if any.
 
 // Global are the settings of the broker as a whole.
 type Global struct {
@@ -37,7 +35,7 @@ type Global struct {
 	ProbeInterval        Value[time.Duration] `split_words:"true" type:"duration" default:"5s" min:"1s" max:"10m" desc:"while a provider's token endpoint fails, one probe request per interval goes to it (never sooner than its Retry-After)"`
 	ProviderConcurrency  Value[int]           `split_words:"true" type:"number" default:"4" min:"1" max:"1024" desc:"refreshes that may run at once per provider"`
 	EncryptionKey        Secret               `split_words:"true" type:"keys" desc:"seal stored tokens: id:base64 of 32 bytes, several separated by commas (the first seals)"`
-	EncryptionKeyFile    Value[string]        `split_words:"true" type:"path" desc:"a file holding TOKENBROKER_ENCRYPTION_KEY"`
+	EncryptionKeyFile    Value[string]        `split_words:"true" type:"file" desc:"a file holding TOKENBROKER_ENCRYPTION_KEY"`
 	MetricsAddr          Value[string]        `split_words:"true" type:"host:port" desc:"also serve /metrics over TCP here (e.g. 127.0.0.1:9464)"`
 	MetricsPerCredential Value[string]        `split_words:"true" type:"true|false" default:"false" desc:"also count handouts and refreshes per credential (8 more series a credential)"`
 	SocketMode           Value[os.FileMode]   `split_words:"true" type:"octal" default:"0660" desc:"the socket's mode"`
@@ -55,8 +53,8 @@ type Redis struct {
 	RedisSentinelMaster Value[string]        `split_words:"true" type:"name" desc:"the Sentinel master's name"`
 	RedisUsername       Value[string]        `split_words:"true" type:"name" desc:"Redis ACL user"`
 	RedisPassword       Secret               `split_words:"true" type:"secret" desc:"Redis password"`
-	RedisPasswordFile   Value[string]        `split_words:"true" type:"path" desc:"a file holding the Redis password"`
-	RedisCAFile         Value[string]        `split_words:"true" type:"path" desc:"PEM CA certificates to verify Redis's TLS certificate"`
+	RedisPasswordFile   Value[string]        `split_words:"true" type:"file" desc:"a file holding the Redis password"`
+	RedisCAFile         Value[string]        `split_words:"true" type:"file" desc:"PEM CA certificates to verify Redis's TLS certificate"`
 	RedisPrefix         Value[string]        `split_words:"true" type:"text" default:"tokenbroker:" desc:"prefix of every Redis key"`
 	RedisLockTTL        Value[time.Duration] `split_words:"true" type:"duration" default:"15s" min:"1s" max:"5m" desc:"the refresh lock's lease: how long a fleet waits for a broker that died holding it"`
 }
@@ -70,15 +68,15 @@ type Cred struct {
 	AuthorizeURL             Value[string]        `split_words:"true" type:"URL" desc:"the authorization endpoint, for tokenbroker authorize"`
 	ClientID                 Value[string]        `split_words:"true" type:"text" desc:"the client id (required)"`
 	ClientSecret             Secret               `split_words:"true" type:"secret" desc:"the client secret"`
-	ClientSecretFile         Value[string]        `split_words:"true" type:"path" desc:"a file holding the client secret"`
+	ClientSecretFile         Value[string]        `split_words:"true" type:"file" desc:"a file holding the client secret"`
 	ClientSecretPrevious     Secret               `split_words:"true" type:"secret" desc:"the secret before a rotation, tried once when the current one is refused"`
-	ClientSecretPreviousFile Value[string]        `split_words:"true" type:"path" desc:"a file holding the previous client secret"`
+	ClientSecretPreviousFile Value[string]        `split_words:"true" type:"file" desc:"a file holding the previous client secret"`
 	Scopes                   Value[string]        `split_words:"true" type:"list" desc:"scopes to request, separated by commas or spaces"`
 	RefreshToken             Secret               `split_words:"true" type:"secret" desc:"an initial refresh token (or run tokenbroker authorize NAME)"`
-	RefreshTokenFile         Value[string]        `split_words:"true" type:"path" desc:"a file holding the initial refresh token"`
+	RefreshTokenFile         Value[string]        `split_words:"true" type:"file" desc:"a file holding the initial refresh token"`
 	Username                 Value[string]        `split_words:"true" type:"text" desc:"the resource owner, for the password grant"`
 	Password                 Secret               `split_words:"true" type:"secret" desc:"the resource owner's password"`
-	PasswordFile             Value[string]        `split_words:"true" type:"path" desc:"a file holding the password"`
+	PasswordFile             Value[string]        `split_words:"true" type:"file" desc:"a file holding the password"`
 	RedirectURI              Value[string]        `split_words:"true" type:"URI" desc:"the redirect URI registered with the provider"`
 	Method                   Value[string]        `split_words:"true" type:"GET|POST" desc:"the token request's method (default the preset's, POST)"`
 	Params                   Value[string]        `split_words:"true" type:"body|query" desc:"where parameters travel (default the preset's, body)"`
