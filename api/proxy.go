@@ -54,23 +54,23 @@ const proxyPrefix = "/v1/proxy/"
 func ParseUpstream(s string) (*url.URL, error) {
 	u, err := url.Parse(s)
 	if err != nil {
-		return nil, errors.New("not a URL")
+		return nil, errors.New("is not a URL")
 	}
 	switch {
 	case u.Scheme != "https" && u.Scheme != "http":
-		return nil, errors.New("not an https:// URL")
+		return nil, errors.New("is not an https:// URL")
 	case u.Host == "" || u.Opaque != "":
 		return nil, errors.New("has no host")
 	case u.Scheme == "http" && !loopbackHost(u.Hostname()):
-		return nil, errors.New("http:// would send the token in clear to a host that is not loopback; use https://")
+		return nil, errors.New("is http:// to a host that is not loopback, which would send the token in clear")
 	case u.User != nil:
-		return nil, errors.New("holds a user name or password; the proxy sends the credential's token, nothing else")
+		return nil, errors.New("holds a user name or password, and the proxy sends the credential's token, nothing else")
 	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
-		return nil, errors.New("has a query or fragment; give the origin and an optional path prefix only")
+		return nil, errors.New("has a query or fragment")
 	}
 	prefix := strings.TrimRight(u.EscapedPath(), "/")
 	if _, err := upstreamPath("", prefix); err != nil {
-		return nil, fmt.Errorf("path prefix: %w", err)
+		return nil, fmt.Errorf("has a path prefix the proxy refuses: %w", err)
 	}
 	out := &url.URL{Scheme: u.Scheme, Host: u.Host}
 	setEscapedPath(out, prefix)

@@ -141,6 +141,9 @@ func writeClient(r rows, cc Credential) {
 	if cc.Grant == sources.RefreshToken || !cc.RefreshToken.IsZero() {
 		r.row("refresh token", "%s", secretLine(cc.RefreshToken, cc.Sources["REFRESH_TOKEN"]))
 	}
+	if u := cc.Upstream; u.URL != nil {
+		r.row("proxy", "/v1/proxy/%s/... to %s, answer headers within %s, whole exchange within %s", cc.Name, u.URL, u.HeaderTimeout, u.MaxDuration)
+	}
 }
 
 func secretLine(s sources.Secret, from string) string {

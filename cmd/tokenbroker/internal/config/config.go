@@ -86,6 +86,9 @@ type Credential struct {
 	// Access says who may fetch this credential's token (the global lists
 	// unless its own are set).
 	Access api.Access
+	// Upstream is where the proxy forwards with this credential's token;
+	// its URL is nil when none is set.
+	Upstream api.Upstream
 	// Sources says where each secret came from, keyed by setting
 	// (CLIENT_SECRET, REFRESH_TOKEN, PASSWORD, CLIENT_SECRET_PREVIOUS): the
 	// variable's name, or the file's path and the variable that named it.
