@@ -302,6 +302,7 @@ func (t *proxyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 	}
 	pc.token, pc.retry = tok, true
+	t.s.metrics.proxyRetried(pc.name)
 	again.Header.Set("Authorization", "Bearer "+tok)
 	return t.base.RoundTrip(again)
 }
@@ -355,7 +356,6 @@ func (s *Server) retryToken(ctx context.Context, pc *proxyCall) (string, bool) {
 	if err != nil || h.AccessToken.Reveal() == pc.token {
 		return "", false
 	}
-	s.metrics.proxyRetried(pc.name)
 	return h.AccessToken.Reveal(), true
 }
 

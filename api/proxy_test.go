@@ -12,6 +12,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -546,4 +549,65 @@ func scrapeProxy(t *testing.T, m *api.Metrics) string {
 		t.Error("/metrics holds the token")
 	}
 	return w.Body.String()
+}
+
+// The proxy obeys the credential's allow list, by the kernel's account of
+// the caller (setpriv), before anything reaches the upstream.
+func TestProxyAccessByPeerCredentials(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run clients as other users with setpriv")
+	}
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Skip("setpriv (util-linux) is not installed")
+	}
+	dir, err := os.MkdirTemp("", "tbproxyacl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	self, _ := os.Executable()
+	bin := filepath.Join(dir, "client")
+	data, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b := &rotatingBroker{}
+	u := newUpstream(t, b)
+	target, _ := api.ParseUpstream(u.URL)
+	sock := filepath.Join(dir, "tb.sock")
+	opts := api.Options{Path: sock, Mode: 0o666, Logger: discard(),
+		Access:    map[string]api.Access{"svc": {Set: true, UIDs: []uint32{1234}}},
+		Upstreams: map[string]api.Upstream{"svc": {URL: target}}}
+	l, err := api.Listen(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := api.NewServer(b, opts)
+	go srv.Serve(l)
+	t.Cleanup(func() { _ = srv.Shutdown(t.Context()) })
+	for _, c := range []struct {
+		uid  string
+		want int
+	}{{"1113", 403}, {"1234", 200}} {
+		cmd := exec.Command(setpriv, "--reuid="+c.uid, "--regid="+c.uid, "--clear-groups", bin)
+		cmd.Env = []string{asClientEnv + "=svc", asClientSocket + "=" + sock, asClientPath + "=/v1/proxy/svc/x"}
+		before := len(u.requests())
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("client as uid %s: %v\n%s", c.uid, err, out)
+		}
+		if !strings.HasPrefix(string(out), fmt.Sprintf("HTTP/1.1 %d ", c.want)) {
+			t.Errorf("uid %s: got\n%s\nwant %d", c.uid, out, c.want)
+		}
+		if n, want := len(u.requests())-before, map[int]int{403: 0, 200: 1}[c.want]; n != want {
+			t.Errorf("uid %s: %d requests reached the upstream, want %d", c.uid, n, want)
+		}
+	}
 }
