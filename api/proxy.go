@@ -263,7 +263,10 @@ func (s *Server) newReverseProxy(tr *http.Transport) *httputil.ReverseProxy {
 				}
 			}
 		},
-		Transport:      &proxyTransport{s: s, base: tr},
+		Transport: &proxyTransport{s: s, base: tr},
+		// Each chunk goes on as it comes: a slow stream (events, a long
+		// poll) must not wait for a buffer to fill.
+		FlushInterval:  -1,
 		ModifyResponse: s.proxyResponse,
 		ErrorHandler:   s.proxyError,
 		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
@@ -364,6 +367,9 @@ func (s *Server) retryToken(ctx context.Context, pc *proxyCall) (string, bool) {
 func (s *Server) proxyResponse(resp *http.Response) error {
 	pc := callOf(resp.Request.Context())
 	pc.status = resp.StatusCode
+	if pc.token == "" {
+		return nil // never: a handout is never empty; "" would match every header
+	}
 	for k, vs := range resp.Header {
 		for _, v := range vs {
 			if strings.Contains(v, pc.token) {

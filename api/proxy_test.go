@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -297,7 +298,7 @@ func TestProxyForwards(t *testing.T) {
 		t.Errorf("the redirect target got %d requests; the proxy must not follow redirects", hits)
 	}
 
-	metricsHave(t, scrapeProxy(t, m), `tokenbroker_proxy_requests_total{class="2xx",credential="svc"} `,
+	proxyMetricsHave(t, m, `tokenbroker_proxy_requests_total{class="2xx",credential="svc"} `,
 		`tokenbroker_proxy_requests_total{class="3xx",credential="svc"} 1`)
 }
 
@@ -340,7 +341,7 @@ func TestProxyRetriesOn401(t *testing.T) {
 	if len(got) != 2 || got[0].bodySum != got[1].bodySum || got[1].header.Get("Authorization") != "Bearer "+b.current() {
 		t.Errorf("the upstream got %d requests; want the refused one and its retry with the same body and the new token", len(got))
 	}
-	metricsHave(t, scrapeProxy(t, m), `tokenbroker_proxy_retries_total{credential="svc"} 1`)
+	proxyMetricsHave(t, m, `tokenbroker_proxy_retries_total{credential="svc"} 1`)
 
 	// Within the refresh cooldown, a second revoked token is not refreshed
 	// again: the caller gets the upstream's 401.
@@ -427,6 +428,45 @@ func TestProxyErrors(t *testing.T) {
 	resp, body = proxyDo(t, overSocket(p2), "GET", "/v1/proxy/other/x", nil)
 	if err := checkErrorAnswer(resp, body, 504, "upstream_timeout"); err != nil {
 		t.Errorf("silent upstream: %v", err)
+	}
+
+	// A stream that outlasts the whole exchange's bound is cut: the caller
+	// sees a broken answer, not a whole one.
+	dripping := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "1000")
+		for range 1000 {
+			if _, err := w.Write([]byte("x")); err != nil {
+				return
+			}
+			http.NewResponseController(w).Flush()
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}))
+	defer dripping.Close()
+	dripURL, _ := api.ParseUpstream(dripping.URL)
+	p3 := socketPath(t)
+	opts = api.Options{Path: p3, Logger: discard(), Upstreams: map[string]api.Upstream{"svc": {URL: dripURL, MaxDuration: 300 * time.Millisecond}}}
+	l, err = api.Listen(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv3 := api.NewServer(b, opts)
+	go srv3.Serve(l)
+	defer srv3.Shutdown(context.Background())
+	req, _ := http.NewRequest("GET", "http://tokenbroker/v1/proxy/svc/drip", nil)
+	req.Header.Set("X-Tokenbroker", "1")
+	resp, err = overSocket(p3).Do(req)
+	if err != nil {
+		t.Fatalf("the answer's beginning should have come through before the cut: %v", err)
+	}
+	n, err := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err == nil || n == 0 || n >= 1000 {
+		t.Errorf("a 10 s stream with a 300 ms bound: read %d bytes, err %v; want its beginning, then an error", n, err)
 	}
 }
 
@@ -538,6 +578,26 @@ func TestParseUpstream(t *testing.T) {
 		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
 			t.Errorf("ParseUpstream(%q) = %v, %v; want an error saying %q", tc.in, u, err, tc.err)
 		}
+	}
+}
+
+// proxyMetricsHave waits until m shows every line of want: a request is
+// counted once the handler returns, which may be after its caller has read
+// the whole answer.
+func proxyMetricsHave(t *testing.T, m *api.Metrics, want ...string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		text := scrapeProxy(t, m)
+		missing := slices.DeleteFunc(slices.Clone(want), func(w string) bool { return strings.Contains(text, w) })
+		if len(missing) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("/metrics lacks %q:\n%s", missing, text)
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
