@@ -428,7 +428,7 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request) {
 			"credential %q: the request names a host (absolute-form target); send the path only, /v1/proxy/%s/...: the proxy only ever reaches the configured upstream", name, name))
 		return
 	case r.Method == http.MethodConnect || r.Method == http.MethodTrace:
-		w.Header().Set("Allow", "any method but CONNECT and TRACE")
+		w.Header().Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
 		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed",
 			"the proxy does not tunnel (CONNECT) or echo requests back (TRACE, which would repeat the token)")
 		return
