@@ -533,10 +533,14 @@ func TestProxyAbuse(t *testing.T) {
 	// Transfer-Encoding, reaches the upstream only as body bytes, if at all.
 	smuggled := "GET /admin HTTP/1.1\r\nHost: " + upHost + "\r\n\r\n"
 	chunk := fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(smuggled), smuggled)
+	before := len(u.requests())
 	c = dialRaw(t, path)
 	_, _, _ = c.send("POST /v1/proxy/svc/s HTTP/1.1\r\nHost: tokenbroker\r\nX-Tokenbroker: 1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"+chunk, "POST")
 	c = dialRaw(t, path)
 	_, _, _ = c.send("POST /v1/proxy/svc/s HTTP/1.1\r\nHost: tokenbroker\r\nX-Tokenbroker: 1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n"+chunk, "POST")
+	if n := len(u.requests()) - before; n > 2 {
+		t.Errorf("two smuggling attempts made %d upstream requests; want at most one each", n)
+	}
 	for _, r := range u.requests() {
 		if !strings.HasPrefix(r.uri, "/base/") && r.uri != "/base" {
 			t.Errorf("the upstream got %s %s, outside the prefix", r.method, r.uri)
