@@ -28,6 +28,7 @@ import (
 const (
 	asClientEnv    = "TOKENBROKER_TEST_AS_CLIENT"
 	asClientSocket = "TOKENBROKER_TEST_AS_CLIENT_SOCKET"
+	asClientPath   = "TOKENBROKER_TEST_AS_CLIENT_PATH" // instead of the handout's
 )
 
 func TestMain(m *testing.M) {
@@ -44,7 +45,11 @@ func actAsClient(socket, name string) int {
 		return 1
 	}
 	defer conn.Close()
-	fmt.Fprintf(conn, "GET /v1/tokens/%s HTTP/1.1\r\nHost: tokenbroker\r\nX-Tokenbroker: 1\r\nConnection: close\r\n\r\n", name)
+	target := "/v1/tokens/" + name
+	if p := os.Getenv(asClientPath); p != "" {
+		target = p
+	}
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: tokenbroker\r\nX-Tokenbroker: 1\r\nConnection: close\r\n\r\n", target)
 	b, _ := io.ReadAll(conn)
 	fmt.Print(string(b))
 	return 0

@@ -5,6 +5,8 @@
 //	POST /v1/tokens/{name}/refresh  refresh it now
 //	GET  /v1/credentials            every credential's condition, no secrets
 //	GET  /healthz                   liveness
+//	ANY  /v1/proxy/{name}/{path...} the request, sent to the credential's
+//	                                upstream with its token (proxy.go)
 //
 // It owns the socket file (Listen), the routes, the wire format and the
 // middleware around them. It reaches the engine through the Broker

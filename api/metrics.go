@@ -35,6 +35,8 @@ type Metrics struct {
 	accessDenied *prometheus.CounterVec
 	failing      *prometheus.GaugeVec
 	probes       *prometheus.CounterVec
+	proxyCalls   *prometheus.CounterVec
+	proxyRetries *prometheus.CounterVec
 
 	// byName holds each credential's counters as plain atomics, made once,
 	// so a handout counts with one map read and an atomic add, and 10k
@@ -110,6 +112,14 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 			Name: "tokenbroker_provider_probes_total",
 			Help: "Probe requests sent to a failing token endpoint of the provider.",
 		}, []string{"provider"}),
+		proxyCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenbroker_proxy_requests_total",
+			Help: "Requests through the proxy, by credential and outcome: the upstream's status class (2xx to 5xx), unreachable (no answer came) or no_token (the broker had none to send).",
+		}, []string{"credential", "class"}),
+		proxyRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenbroker_proxy_retries_total",
+			Help: "Proxied requests the upstream refused with 401 that were sent again with a fresh token, by credential.",
+		}, []string{"credential"}),
 		byName:     map[string]*credCounts{},
 		byProvider: map[string]*credCounts{},
 		rare:       map[rareKey]*atomic.Uint64{},
@@ -120,7 +130,7 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 		ConstLabels: prometheus.Labels{"version": opts.Version, "goversion": runtime.Version()},
 	})
 	build.Set(1)
-	m.reg.MustRegister(countsCollector{m}, m.refreshTime, m.lockWait, m.redisErrors, m.unanswered, m.accessDenied, m.failing, m.probes, build,
+	m.reg.MustRegister(countsCollector{m}, m.refreshTime, m.lockWait, m.redisErrors, m.unanswered, m.accessDenied, m.failing, m.probes, m.proxyCalls, m.proxyRetries, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -320,6 +330,20 @@ func (m *Metrics) denied(name string) {
 		name = ""
 	}
 	m.accessDenied.WithLabelValues(name).Inc()
+}
+
+// proxied counts one proxied request of name, a configured credential.
+func (m *Metrics) proxied(name, class string) {
+	if m != nil {
+		m.proxyCalls.WithLabelValues(name, class).Inc()
+	}
+}
+
+// proxyRetried counts one retry after an upstream 401.
+func (m *Metrics) proxyRetried(name string) {
+	if m != nil {
+		m.proxyRetries.WithLabelValues(name).Inc()
+	}
 }
 
 // statusCollector reads every credential's condition at scrape time.

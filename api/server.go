@@ -12,6 +12,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker"
@@ -52,6 +53,9 @@ type Options struct {
 	// Access says, by credential name, who may fetch its token; a name
 	// missing here is open to every caller that can connect.
 	Access map[string]Access
+	// Upstreams are the APIs the proxy forwards to, by credential name
+	// (/v1/proxy/{name}/...); a name missing here has no proxy.
+	Upstreams map[string]Upstream
 }
 
 // DefaultMode is the socket's mode when Options.Mode is 0.
@@ -76,9 +80,13 @@ type Server struct {
 	access  map[string]Access
 	peers   peers
 	limits  limiter
+	proxies map[string]*proxyRoute
 	routed  http.Handler // the header check, cleanPathsOnly, then ServeMux
 	handler http.Handler // guard, the handout fast path, then routed
 	srv     *http.Server
+
+	namesOnce sync.Once
+	names     map[string]bool // the broker's credentials, for the proxy's 404
 }
 
 // NewServer returns a server handing out b's tokens. It ignores opts.Path
@@ -89,6 +97,7 @@ func NewServer(b Broker, opts Options) *Server {
 		log = slog.Default()
 	}
 	s := &Server{b: b, log: log, version: opts.Version, metrics: opts.Metrics, access: opts.Access}
+	s.proxies = s.newProxies(opts.Upstreams)
 	if s.metrics != nil {
 		s.metrics.track(b)
 	}
@@ -146,6 +155,7 @@ var endpoints = []string{
 	"POST /v1/credentials/{name}/authorize/complete",
 	"GET /healthz",
 	"GET /metrics",
+	"ANY /v1/proxy/{name}/{path...}",
 }
 
 func (s *Server) routes() http.Handler {
@@ -158,6 +168,8 @@ func (s *Server) routes() http.Handler {
 	mux.Handle("/v1/credentials/{name}/authorize", methodNotAllowed("POST"))
 	mux.Handle("/v1/credentials/{name}/authorize/complete", methodNotAllowed("POST"))
 	mux.HandleFunc("GET /healthz", s.healthz)
+	mux.HandleFunc("/v1/proxy/{name}", s.proxy)
+	mux.HandleFunc("/v1/proxy/{name}/{path...}", s.proxy)
 	if s.metrics != nil {
 		mux.Handle("GET /metrics", s.metrics.Handler())
 		mux.Handle("/metrics", methodNotAllowed("GET, HEAD"))

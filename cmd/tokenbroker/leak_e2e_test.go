@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -35,6 +36,16 @@ func TestNoSecretLeaks(t *testing.T) {
 				srv = redistest.Start(t)
 				environ = append(environ, "TOKENBROKER_REDIS_URL="+srv.URL())
 			}
+			// An upstream that repeats the Authorization it got, and one
+			// that is not there.
+			echo := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("X-Echo", r.Header.Get("Authorization"))
+				if strings.HasSuffix(r.URL.Path, "/deny") {
+					w.WriteHeader(http.StatusUnauthorized)
+				}
+			}))
+			defer echo.Close()
+			environ = append(environ, "TOKENBROKER_FIREWORK_UPSTREAM="+echo.URL, "TOKENBROKER_LIVEPUSH_UPSTREAM=http://127.0.0.1:1")
 			secrets := secrets(environ)
 			if len(secrets) < 5 {
 				t.Fatalf("only %d secrets in the environment", len(secrets))
@@ -58,9 +69,32 @@ func TestNoSecretLeaks(t *testing.T) {
 				return string(out)
 			}
 
+			var answers strings.Builder
+
+			// The proxy: answers, errors, a 401 retried with a fresh token.
+			var proxied strings.Builder
+			fetchAll() // the token the proxy sends, and after the 401 the fresh one
+			for _, path := range []string{"/v1/proxy/firework/ok", "/v1/proxy/firework/deny", "/v1/proxy/firework/%2e%2e/x",
+				"/v1/proxy/livepush/x", "/v1/proxy/ingest/x", "/v1/proxy/nope/x"} {
+				req, _ := http.NewRequest(http.MethodPost, "http://tokenbroker"+path, strings.NewReader("x"))
+				req.Header.Set("X-Tokenbroker", "1")
+				req.Header.Set("Authorization", "Bearer "+secrets[0])
+				if resp, err := c.Do(req); err == nil {
+					b, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					_ = resp.Header.Write(&proxied)
+					if want := map[string]int{"/v1/proxy/firework/ok": 200, "/v1/proxy/livepush/x": 502}[path]; want != 0 && resp.StatusCode != want {
+						t.Errorf("POST %s: %d %s, want %d", path, resp.StatusCode, b, want)
+					}
+					if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusUnauthorized {
+						answers.Write(b)
+					}
+				}
+			}
+			fetchAll()
+
 			// Error paths: every kind of provider fault, on forced refreshes,
 			// and what they answer and show while an endpoint is failing.
-			var answers strings.Builder
 			for _, f := range []oauthtest.Fault{
 				{OAuthError: "invalid_client"}, {Status: 502, Body: "<html>bad gateway</html>", BodySet: true, ContentType: "text/html"},
 				{Body: `{"access_token":`, BodySet: true}, {Hangup: true}, {Status: 429, RetryAfter: "1"},
@@ -127,11 +161,15 @@ func TestNoSecretLeaks(t *testing.T) {
 			}
 
 			places := map[string]string{
-				"the daemon's log":   logs.String(),
-				"error answers":      answers.String(),
-				"status --json":      status,
-				"check":              check,
-				"state files, Redis": stored.String(),
+				"the daemon's log":         logs.String(),
+				"error answers":            answers.String(),
+				"status --json":            status,
+				"check":                    check,
+				"state files, Redis":       stored.String(),
+				"proxied answers' headers": proxied.String(),
+			}
+			if !strings.Contains(places["error answers"], "tokenbroker_proxy_requests_total") || !strings.Contains(places["error answers"], "no_upstream") {
+				t.Errorf("the proxy was not exercised: %.300s", places["error answers"])
 			}
 			if !strings.Contains(places["error answers"], "tokenbroker_handouts_total") {
 				t.Errorf("/metrics was not read: %.200s", places["error answers"])

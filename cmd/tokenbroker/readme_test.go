@@ -27,6 +27,8 @@ package main
 //	go          examples/go-client built with the README's code (go build
 //	            -overlay), run; the API got a valid token and answered
 //	python      python3 (skipped without it); the API got a valid token
+//	proxy       sh -c (needs curl); the API, the upstream of firework, got a
+//	            valid token through the proxy and answered
 //	metrics     sh -c (needs curl); the metrics show the credential ok, and
 //	            every tokenbroker_ metric served is named in the README
 
@@ -62,7 +64,7 @@ var readmeMarker = regexp.MustCompile(`^<!-- readme-example: ([a-z0-9-]+) -->$`)
 
 // readmeExampleIDs are the examples the README must hold, in the order they
 // run (quickstart fetches the firework token the metrics example counts).
-var readmeExampleIDs = []string{"quickstart", "curl", "shell", "go", "python", "metrics"}
+var readmeExampleIDs = []string{"quickstart", "curl", "shell", "go", "python", "proxy", "metrics"}
 
 // What the examples name, which the test replaces.
 const (
@@ -272,6 +274,8 @@ func readmeRun(t *testing.T, env []string, dir string, name string, args ...stri
 func TestReadmeExamples(t *testing.T) {
 	examples := readmeExamples(t)
 	p, environ, sock := e2eSetup(t, oauthtest.Options{AccessLifetime: time.Hour, Rotate: true})
+	proxied := newReadmeAPI(t, p)
+	environ = append(environ, "TOKENBROKER_FIREWORK_UPSTREAM="+proxied.URL)
 	logs := &tbtest.SyncBuffer{}
 	startDaemon(t, environ, sock, logs)
 	env := readmeEnv(sock)
@@ -349,6 +353,16 @@ func TestReadmeExamples(t *testing.T) {
 		if !strings.HasPrefix(out, "200 ") {
 			t.Errorf("the Python example did not print the status 200 first:\n%s", out)
 		}
+	})
+
+	t.Run("proxy", func(t *testing.T) {
+		readmeNeedTool(t, "curl")
+		ex := examples["proxy"]
+		if !strings.Contains(ex.code, "TOKENBROKER_FIREWORK_UPSTREAM="+readmeAPIOrigin) || !strings.Contains(ex.code, "/v1/proxy/firework"+readmeAPIPath) {
+			t.Fatalf("README.md:%d: the proxy example must name TOKENBROKER_FIREWORK_UPSTREAM=%s and call /v1/proxy/firework%s:\n%s", ex.line, readmeAPIOrigin, readmeAPIPath, ex.code)
+		}
+		out := readmeRun(t, env, t.TempDir(), "sh", "-c", readmeSubstitute(t, ex, sock, proxied.URL, "", false))
+		proxied.check(t, out)
 	})
 
 	t.Run("metrics", func(t *testing.T) {

@@ -111,6 +111,7 @@ func serve(ctx context.Context, cfg Config, environ func() []string, log *slog.L
 	creds := make([]broker.Credential, 0, n)
 	lives := make([]*live, 0, n)
 	access := map[string]api.Access{} // only the restricted: a missing name is open
+	upstreams := map[string]api.Upstream{}
 	dialects := map[string]*sources.Dialect{}
 	for _, cc := range cfg.Credentials {
 		c, l, err := credential(cc, hc, log)
@@ -128,6 +129,9 @@ func serve(ctx context.Context, cfg Config, environ func() []string, log *slog.L
 		creds, lives = append(creds, c), append(lives, l)
 		if cc.Access.Set {
 			access[cc.Name] = cc.Access
+		}
+		if cc.Upstream.URL != nil {
+			upstreams[cc.Name] = cc.Upstream
 		}
 		metrics.AddCredential(c.Name, c.Provider) // before the broker starts counting
 	}
@@ -156,7 +160,7 @@ func serve(ctx context.Context, cfg Config, environ func() []string, log *slog.L
 	defer b.Close()
 
 	apiOpts := api.Options{Path: cfg.Socket, Mode: cfg.SocketMode, GID: cfg.SocketGID, Logger: log,
-		Version: version, Metrics: metrics, Access: access}
+		Version: version, Metrics: metrics, Access: access, Upstreams: upstreams}
 	ln, err := api.Listen(apiOpts)
 	if err != nil {
 		return err

@@ -135,4 +135,7 @@ func writeCredential(row func(k string, v any), cc Credential) {
 	if cc.Grant == sources.RefreshToken || !cc.RefreshToken.IsZero() {
 		row("refresh token", secret(cc.RefreshToken, "REFRESH_TOKEN"))
 	}
+	if u := cc.Upstream; u.URL != nil {
+		row("proxy", fmt.Sprintf("/v1/proxy/%s/... to %s, answer headers within %s, whole exchange within %s", cc.Name, u.URL, u.HeaderTimeout, u.MaxDuration))
+	}
 }

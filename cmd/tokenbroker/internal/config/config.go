@@ -71,6 +71,7 @@ type Credential struct {
 	Password     sources.Secret
 	RefreshToken sources.Secret // the operator's initial refresh token
 	Access       api.Access     // its own lists, or the global ones
+	Upstream     api.Upstream   // where the proxy forwards; its URL is nil when unset
 	// Sources says where each secret came from, keyed by setting
 	// (CLIENT_SECRET, REFRESH_TOKEN, ...): the variable, or the file and
 	// the variable that named it. Never the value.

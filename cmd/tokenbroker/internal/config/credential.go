@@ -65,7 +65,22 @@ func loadCredential(p *problems, name string, global api.Access) (cc Credential,
 	if grantOK {
 		checkGrantNeeds(p, c, &cc)
 	}
+	loadUpstream(p, c, &cc)
 	return cc, len(p.errs) == before
+}
+
+// loadUpstream reads the proxy's settings; api.ParseUpstream holds the
+// rule for the URL.
+func loadUpstream(p *problems, c *cred, cc *Credential) {
+	if !c.Upstream.set() {
+		return
+	}
+	u, err := api.ParseUpstream(c.Upstream.V)
+	if err != nil {
+		p.errorf(c.v("Upstream"), "%s %v; set it to the API's origin, e.g. https://api.example.com or https://api.example.com/v2", sources.QuoteValue(c.Upstream.V), err)
+		return
+	}
+	cc.Upstream = api.Upstream{URL: u, HeaderTimeout: c.UpstreamTimeout.V, MaxDuration: c.UpstreamMaxDuration.V}
 }
 
 // chooseGrant sets the grant, or infers it from what is set and says

@@ -90,6 +90,10 @@ type Cred struct {
 	DefaultLifetime          Value[time.Duration] `split_words:"true" type:"duration" min:"1s" max:"168h" desc:"a token's lifetime when the answer gives none (default 1h)"`
 	AllowUids                IDs                  `split_words:"true" type:"users" kind:"user" desc:"who may fetch this token (replaces TOKENBROKER_ALLOW_UIDS)"`
 	AllowGids                IDs                  `split_words:"true" type:"groups" kind:"group" desc:"who may fetch this token (replaces TOKENBROKER_ALLOW_GIDS)"`
+	// The proxy, /v1/proxy/NAME/... on the socket.
+	Upstream            Value[string]        `split_words:"true" type:"URL" desc:"the API the proxy forwards to with this token: an https:// origin, with an optional path prefix (http:// only to loopback)"`
+	UpstreamTimeout     Value[time.Duration] `split_words:"true" type:"duration" default:"30s" min:"1s" max:"10m" desc:"the proxy's longest wait for the upstream's answer headers"`
+	UpstreamMaxDuration Value[time.Duration] `split_words:"true" type:"duration" default:"10m" min:"1s" max:"24h" desc:"the longest one proxied exchange may take, both bodies streamed"`
 }
 
 // usageFormat is envconfig's usage template with the columns the README's
