@@ -114,10 +114,10 @@ func (b *Broker) CompleteAuthorization(ctx context.Context, name, state, code st
 // install stores tok as c's next generation under the refresh lock, hands
 // it out and schedules its refresh.
 func (b *Broker) install(ctx context.Context, c *cred, tok sources.Token) error {
-	var lease Lease
+	var claim Claim
 	for {
 		var err error
-		lease, err = b.opts.Store.Lock(ctx, c.key)
+		claim, err = b.opts.Store.Acquire(ctx, c.key, 0)
 		if err == nil {
 			break
 		}
@@ -130,12 +130,9 @@ func (b *Broker) install(ctx context.Context, c *cred, tok sources.Token) error 
 			return ctx.Err()
 		}
 	}
-	defer func() {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		defer cancel()
-		_ = lease.Release(rctx)
-	}()
-	if _, err := b.adoptStored(ctx, c); err != nil {
+	defer releaseLock(ctx, claim)
+	cur, err := claim.Current()
+	if _, err := b.adopt(c, cur, err); err != nil {
 		return err
 	}
 	now := time.Now()
@@ -144,7 +141,7 @@ func (b *Broker) install(ctx context.Context, c *cred, tok sources.Token) error 
 	c.hold(rec)
 	c.unsaved = true
 	c.mu.Unlock()
-	if err := b.save(ctx, c, rec); err != nil {
+	if err := b.save(ctx, c, claim, rec); err != nil {
 		return err
 	}
 	c.mu.Lock()

@@ -274,15 +274,13 @@ func (b *Broker) Start(ctx context.Context) error {
 		c.nextRefresh = b.refreshPoint(&c.tok, now)
 		b.sched.schedule(c, c.nextRefresh)
 	}
-	if w, ok := b.opts.Store.(Watcher); ok {
-		b.wg.Add(1)
-		go func() {
-			defer b.wg.Done()
-			if err := w.Watch(b.ctx, b.peerChanged); err != nil && b.ctx.Err() == nil {
-				b.log.Error("store watch ended", "err", err)
-			}
-		}()
-	}
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		if err := b.opts.Store.Watch(b.ctx, b.peerChanged); err != nil && b.ctx.Err() == nil {
+			b.log.Error("store watch ended", "err", err)
+		}
+	}()
 	b.wg.Add(1)
 	go func() {
 		defer b.wg.Done()

@@ -256,7 +256,14 @@ func TestUnknownCredential(t *testing.T) {
 // unreachable; records still reach the local file store.
 type unlockable struct{ *FileStore }
 
-func (unlockable) Lock(context.Context, string) (Lease, error) {
+func (s unlockable) Acquire(ctx context.Context, key string, mode Mode) (Claim, error) {
+	if mode&NoLock == 0 {
+		return nil, errors.New("redis: connection refused")
+	}
+	return s.FileStore.Acquire(ctx, key, mode)
+}
+
+func (unlockable) Lock(context.Context, string) (Lock, error) {
 	return nil, errors.New("redis: connection refused")
 }
 
@@ -288,14 +295,14 @@ func TestRefreshWithoutTheLock(t *testing.T) {
 	})
 }
 
-// lockHookStore runs onLock once, before the first Lock it is asked for.
+// lockHookStore runs onLock once, before the first claim it is asked for.
 type lockHookStore struct {
-	Store
+	*FileStore
 	mu     sync.Mutex
 	onLock func()
 }
 
-func (s *lockHookStore) Lock(ctx context.Context, key string) (Lease, error) {
+func (s *lockHookStore) Acquire(ctx context.Context, key string, mode Mode) (Claim, error) {
 	s.mu.Lock()
 	f := s.onLock
 	s.onLock = nil
@@ -303,7 +310,7 @@ func (s *lockHookStore) Lock(ctx context.Context, key string) (Lease, error) {
 	if f != nil {
 		f()
 	}
-	return s.Store.Lock(ctx, key)
+	return s.FileStore.Acquire(ctx, key, mode)
 }
 
 // A peer's token that arrives (and is adopted through the store's event)
@@ -313,7 +320,7 @@ func (s *lockHookStore) Lock(ctx context.Context, key string) (Lease, error) {
 func TestRefreshSkipsATokenAdoptedWhileWaitingForTheLock(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p := newFakeProvider(10*time.Minute, false)
-		store := &lockHookStore{Store: openStore(t, t.TempDir())}
+		store := &lockHookStore{FileStore: openStore(t, t.TempDir())}
 		b := start(t, store, Credential{Name: "cc", Provider: "fake", Source: fakeSource{p, sources.ClientCredentials}, Fingerprint: "cc"})
 		defer b.Close()
 		mustToken(t, b, "cc")
@@ -323,7 +330,7 @@ func TestRefreshSkipsATokenAdoptedWhileWaitingForTheLock(t *testing.T) {
 			now := time.Now()
 			rec := Record{Generation: 2, UpdatedAt: now, Token: sources.Token{
 				AccessToken: sources.NewSecret("peer-token"), IssuedAt: now, Expiry: now.Add(10 * time.Minute)}}
-			if err := store.Store.Save(context.Background(), c.key, rec); err != nil {
+			if err := store.FileStore.Save(context.Background(), c.key, rec); err != nil {
 				t.Error(err)
 			}
 			b.peerChanged(c.key)
@@ -344,13 +351,18 @@ func TestRefreshSkipsATokenAdoptedWhileWaitingForTheLock(t *testing.T) {
 // whose answer is lost (an fsync error after the rename, a dropped
 // connection after the script ran).
 type lostAckStore struct {
-	Store
+	*FileStore
 	mu   sync.Mutex
 	lose bool
 }
 
-func (s *lostAckStore) Save(ctx context.Context, key string, rec Record) error {
-	err := s.Store.Save(ctx, key, rec)
+func (s *lostAckStore) Acquire(ctx context.Context, key string, mode Mode) (Claim, error) {
+	rec, err := s.Load(ctx, key)
+	return NewClaim(HeldLock, rec, err, func(ctx context.Context, rec Record) error { return s.save(ctx, key, rec) }), nil
+}
+
+func (s *lostAckStore) save(ctx context.Context, key string, rec Record) error {
+	err := s.FileStore.Save(ctx, key, rec)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.lose && err == nil {
@@ -367,7 +379,7 @@ func (s *lostAckStore) Save(ctx context.Context, key string, rec Record) error {
 func TestSaveThatLandedDespiteAnErrorIsPublished(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p := newFakeProvider(10*time.Minute, true, "rt-0")
-		store := &lostAckStore{Store: openStore(t, t.TempDir())}
+		store := &lostAckStore{FileStore: openStore(t, t.TempDir())}
 		b := start(t, store, refreshCred("fw", p, "rt-0"))
 		defer b.Close()
 		first := mustToken(t, b, "fw")

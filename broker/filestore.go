@@ -14,6 +14,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+var _ Store = (*FileStore)(nil)
+
 // FileStore is the embedded durable store: one file per credential in a
 // state directory, written with write-to-temp, fsync, rename and a directory
 // fsync, mode 0600. One broker owns a directory at a time (flock).
@@ -137,9 +139,35 @@ func writeFileSync(p string, data []byte) error {
 	return d.Sync()
 }
 
-// Lock implements Store: one process owns the directory, and the broker
-// already runs one refresh per credential at a time.
-func (s *FileStore) Lock(context.Context, string) (Lease, error) { return noLease{}, nil }
+// Acquire implements Store: one process owns the directory, and the broker
+// already runs one refresh per credential at a time, so the claim is the
+// directory's lock.
+func (s *FileStore) Acquire(ctx context.Context, key string, _ Mode) (Claim, error) {
+	rec, err := s.Load(ctx, key)
+	return NewClaim(HeldLock, rec, err, func(ctx context.Context, rec Record) error { return s.Save(ctx, key, rec) }), nil
+}
+
+// Lock implements Store: this process holds every lock of its directory.
+func (s *FileStore) Lock(context.Context, string) (Lock, error) { return HeldLock, nil }
+
+// Watch implements Store: no other process writes the directory.
+func (s *FileStore) Watch(context.Context, func(string)) error { return nil }
+
+// Keys lists the keys that have a record.
+func (s *FileStore) Keys() ([]string, error) {
+	entries, err := os.ReadDir(s.dir)
+	if err != nil {
+		return nil, err
+	}
+	var keys []string
+	for _, e := range entries {
+		k, ok := strings.CutSuffix(e.Name(), ".json")
+		if _, err := s.path(k); ok && err == nil && e.Type().IsRegular() {
+			keys = append(keys, k)
+		}
+	}
+	return keys, nil
+}
 
 // Close releases the directory lock.
 func (s *FileStore) Close() error { return s.lock.Close() }

@@ -8,44 +8,221 @@ import (
 	"time"
 )
 
-// FleetStore shares records through Shared (Redis) and keeps a durable copy
-// of every record it sees in Local (the state dir). Shared decides: its lock
-// and its fence. Local makes a whole-fleet restart over an empty Redis lose
-// nothing, and repairs Shared: a Load that finds Shared empty or older puts
-// back the local record, and the fence keeps the highest generation.
-type FleetStore struct {
-	Local  Store
-	Shared Store
+// FleetLocal is what a FleetStore asks of its local store (FileStore).
+type FleetLocal interface {
+	Load(ctx context.Context, key string) (Record, error)
+	Save(ctx context.Context, key string, rec Record) error
+	Keys() ([]string, error)
+	Close() error
+}
+
+// FleetShared is what a FleetStore asks of its shared store (RedisStore).
+type FleetShared interface {
+	Load(ctx context.Context, key string) (Record, error)
+	Save(ctx context.Context, key string, rec Record) error
+	Lock(ctx context.Context, key string) (Lock, error)
+	Watch(ctx context.Context, fn func(key string)) error
+	Close() error
+}
+
+var (
+	_ Store       = (*FleetStore)(nil)
+	_ FleetLocal  = (*FileStore)(nil)
+	_ FleetShared = (*RedisStore)(nil)
+)
+
+// FleetOptions tune a FleetStore; zero values take the defaults.
+type FleetOptions struct {
 	Logger *slog.Logger // default slog.Default()
-	// CrashPoint is called with CrashBetweenStores after the shared write,
-	// for crash tests only.
-	CrashPoint func(step string)
-	// SettleTime is how long a refresh waits after this broker put a local
-	// record back into the shared store (see Settler). Default 2s: after an
+	// SettleTime is how long a claim that spends waits after this broker
+	// put a local record back into the shared store. Default 2s: after an
 	// outage a peer may need ~1.3s to answer (go-redis probes a server it
 	// gave up on once a second, the watch resubscribes within 250ms).
 	SettleTime time.Duration
 	// PushInterval is how often records saved only locally, while the
 	// shared store failed, are offered to it again. Default 100ms.
 	PushInterval time.Duration
+	// CrashPoint is called with CrashBetweenStores after the shared write,
+	// for crash tests only.
+	CrashPoint func(step string)
+}
+
+// FleetStore shares records through a shared store (Redis) and keeps a
+// durable copy of every record it sees in a local one (the state dir). The
+// shared store decides: its lock and its fence. The local copy makes a
+// whole-fleet restart over an empty Redis lose nothing.
+//
+// Reads write nothing. One step, repair, writes a record across: the newer
+// of the two copies goes to the other side. It runs for every known key
+// (the local records, and every key read) once at start or when first read,
+// and again on reconnection; for a key a read found newer in the shared
+// store than here; for a key a peer changed; and under the lock when a
+// claim is taken. From New to Close a loop runs the repairs due and
+// offers the shared store the records it missed while it failed.
+type FleetStore struct {
+	local  FleetLocal
+	shared FleetShared
+	log    *slog.Logger
+	crash  func(step string)
+	every  time.Duration
+	// SettleTime: see FleetOptions. Set it before the first Acquire.
+	SettleTime time.Duration
 
 	putBack sync.Map // key -> time.Time of the last put-back
 	pending sync.Map // key -> generation saved locally, not yet shared
+	known   sync.Map // key -> struct{}: local records and keys read
+	dirty   sync.Map // key -> struct{}: known keys to repair
+	wake    chan struct{}
+
+	stop context.CancelFunc
+	done chan struct{}
 }
 
-// Settle implements Settler. Peers answer a put-back through the store's
-// event: each reads the shared record, and one holding a newer generation
-// writes that back, which the fence lets through.
-func (s *FleetStore) Settle(ctx context.Context, key string) (bool, error) {
+// NewFleetStore returns a store over local and shared, and starts
+// repairing the shared store and offering it what it missed, until Close.
+// It owns both stores: Close closes them.
+func NewFleetStore(local FleetLocal, shared FleetShared, opts FleetOptions) *FleetStore {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.SettleTime <= 0 {
+		opts.SettleTime = 2 * time.Second
+	}
+	if opts.PushInterval <= 0 {
+		opts.PushInterval = 100 * time.Millisecond
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &FleetStore{local: local, shared: shared, log: opts.Logger, crash: opts.CrashPoint, every: opts.PushInterval,
+		SettleTime: opts.SettleTime, stop: cancel, done: make(chan struct{}), wake: make(chan struct{}, 1)}
+	go s.run(ctx)
+	return s
+}
+
+// newest picks what a read returns of the two copies.
+func newest(shared Record, serr error, local Record, lerr error) (Record, error) {
+	switch {
+	case serr == nil && (lerr != nil || shared.Generation >= local.Generation):
+		return shared, nil
+	case lerr == nil:
+		return local, nil
+	case errors.Is(lerr, ErrNotFound) && serr != nil && !errors.Is(serr, ErrNotFound):
+		return Record{}, serr
+	}
+	return Record{}, lerr
+}
+
+// Load implements Store: the newer of the two copies. A newer shared one
+// is due to be copied here, by the loop.
+func (s *FleetStore) Load(ctx context.Context, key string) (Record, error) {
+	s.know(key)
+	shared, serr := s.shared.Load(ctx, key)
+	local, lerr := s.local.Load(ctx, key)
+	if serr == nil && (errors.Is(lerr, ErrNotFound) || lerr == nil && shared.Generation > local.Generation) {
+		s.due(key)
+	}
+	return newest(shared, serr, local, lerr)
+}
+
+// repair writes the newer copy of key over the older one, and returns the
+// newer as Load would; failed reports that the shared store failed.
+// Keeping the local copy up lets this broker restart from the newest
+// record even if Redis comes back empty; putting the local record back
+// repairs a shared store that lost it, and the fence keeps whichever
+// generation is higher. Peers answer a put-back through the store's event
+// with their own repair, so one holding a newer generation writes it back.
+func (s *FleetStore) repair(ctx context.Context, key string) (rec Record, err error, failed bool) {
+	shared, serr := s.shared.Load(ctx, key)
+	local, lerr := s.local.Load(ctx, key)
+	switch {
+	case serr == nil && (lerr != nil || shared.Generation > local.Generation):
+		if err := s.local.Save(ctx, key, shared); err != nil && !errors.Is(err, ErrStale) {
+			s.log.Warn("cannot keep the local copy", "key", key, "err", err)
+		}
+	case lerr == nil && (serr == nil || errors.Is(serr, ErrNotFound) || errors.Is(serr, ErrCorrupt)) && (serr != nil || shared.Generation < local.Generation):
+		err := s.shared.Save(ctx, key, local)
+		if err == nil {
+			s.pending.Delete(key)
+			s.putBack.Store(key, time.Now())
+			s.log.Info("put the local record back into the shared store", "key", key, "generation", local.Generation)
+		}
+		failed = err != nil && !errors.Is(err, ErrStale)
+	}
+	if serr != nil && !errors.Is(serr, ErrNotFound) && !errors.Is(serr, ErrCorrupt) {
+		failed = true
+	}
+	rec, err = newest(shared, serr, local, lerr)
+	return rec, err, failed
+}
+
+// know marks key for the loop's repair the first time it is seen.
+func (s *FleetStore) know(key string) {
+	if _, seen := s.known.LoadOrStore(key, struct{}{}); !seen {
+		s.due(key)
+	}
+}
+
+// due marks key for the loop's repair, and wakes the loop.
+func (s *FleetStore) due(key string) {
+	s.dirty.Store(key, struct{}{})
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// repairDirty repairs the keys marked for it until the shared store fails.
+func (s *FleetStore) repairDirty(ctx context.Context) {
+	s.dirty.Range(func(k, _ any) bool {
+		if _, _, failed := s.repair(ctx, k.(string)); failed {
+			return false // try again at the next tick
+		}
+		s.dirty.Delete(k)
+		return true
+	})
+}
+
+// Acquire implements Store: the claim is the shared lock, under which key
+// is repaired; a claim that spends then settles. Peers answer a put-back
+// through the store's event: each reads the shared record, and one holding
+// a newer generation writes that back, which the fence lets through.
+func (s *FleetStore) Acquire(ctx context.Context, key string, mode Mode) (Claim, error) {
+	commit := func(ctx context.Context, rec Record) error { return s.save(ctx, key, rec) }
+	if mode&NoLock != 0 {
+		rec, err := s.Load(ctx, key)
+		return NewClaim(HeldLock, rec, err, commit), nil
+	}
+	s.know(key)
+	l, err := s.shared.Lock(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	rec, err, _ := s.repair(ctx, key)
+	if mode&Spend != 0 {
+		waited, serr := s.settle(ctx, key)
+		if serr == nil && waited {
+			// A store that lost its data may lose the lock with it, and a
+			// peer may hold it now: never spend on a lock we no longer have.
+			if held, herr := l.Held(ctx); herr != nil || !held {
+				serr = ErrLockLost
+			}
+			rec, err = s.Load(ctx, key)
+		}
+		if serr != nil {
+			release(ctx, l)
+			return nil, serr
+		}
+	}
+	return NewClaim(l, rec, err, commit), nil
+}
+
+// settle waits, when key was put back moments ago, until peers had time to
+// answer that write with a newer generation, and reports whether it waited.
+func (s *FleetStore) settle(ctx context.Context, key string) (bool, error) {
 	v, ok := s.putBack.LoadAndDelete(key)
 	if !ok {
 		return false, nil
 	}
-	settle := s.SettleTime
-	if settle <= 0 {
-		settle = 2 * time.Second
-	}
-	wait := time.Until(v.(time.Time).Add(settle))
+	wait := time.Until(v.(time.Time).Add(s.SettleTime))
 	if wait <= 0 {
 		return false, nil
 	}
@@ -59,61 +236,32 @@ func (s *FleetStore) Settle(ctx context.Context, key string) (bool, error) {
 	}
 }
 
-func (s *FleetStore) log() *slog.Logger {
-	if s.Logger == nil {
-		return slog.Default()
-	}
-	return s.Logger
+func release(ctx context.Context, l Lock) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	_ = l.Release(rctx)
 }
 
-// Load implements Store.
-func (s *FleetStore) Load(ctx context.Context, key string) (Record, error) {
-	shared, serr := s.Shared.Load(ctx, key)
-	local, lerr := s.Local.Load(ctx, key)
-	switch {
-	case serr == nil && (lerr != nil || shared.Generation > local.Generation):
-		// Keep the local copy up with the fleet, so this broker restarts
-		// from the newest record even if Redis comes back empty.
-		if err := s.Local.Save(ctx, key, shared); err != nil && !errors.Is(err, ErrStale) {
-			s.log().Warn("cannot keep the local copy", "key", key, "err", err)
-		}
-		return shared, nil
-	case lerr == nil:
-		if serr == nil || errors.Is(serr, ErrNotFound) || errors.Is(serr, ErrCorrupt) {
-			if err := s.Shared.Save(ctx, key, local); err == nil {
-				s.pending.Delete(key)
-				s.putBack.Store(key, time.Now())
-				s.log().Info("put the local record back into the shared store", "key", key, "generation", local.Generation)
-			}
-		}
-		return local, nil
-	case errors.Is(lerr, ErrNotFound) && serr != nil && !errors.Is(serr, ErrNotFound):
-		return Record{}, serr
-	}
-	return Record{}, lerr
-}
-
-// Save implements Store: the shared copy first, then the local one. In
-// that order a broker that dies between the two writes leaves the fleet the
-// new record (a peer never spends a refresh token this broker already
-// spent), and itself adopts it on restart, since Load takes the newer
-// generation. A shared store that is unreachable does not fail the save:
-// the record is durable here and the next Load puts it back. Its fence
-// does.
-func (s *FleetStore) Save(ctx context.Context, key string, rec Record) error {
-	serr := s.Shared.Save(ctx, key, rec)
+// save writes the shared copy first, then the local one. In that order a
+// broker that dies between the two writes leaves the fleet the new record
+// (a peer never spends a refresh token this broker already spent), and
+// itself adopts it on restart, since Load takes the newer generation. A
+// shared store that is unreachable does not fail the save: the record is
+// durable here and offered to it until it takes it. Its fence does.
+func (s *FleetStore) save(ctx context.Context, key string, rec Record) error {
+	serr := s.shared.Save(ctx, key, rec)
 	if errors.Is(serr, ErrStale) {
 		return ErrStale
 	}
-	if serr == nil && s.CrashPoint != nil {
-		s.CrashPoint(CrashBetweenStores)
+	if serr == nil && s.crash != nil {
+		s.crash(CrashBetweenStores)
 	}
-	lerr := s.Local.Save(ctx, key, rec)
+	lerr := s.local.Save(ctx, key, rec)
 	switch {
 	case serr == nil:
 		s.pending.Delete(key)
 		if lerr != nil && !errors.Is(lerr, ErrStale) {
-			s.log().Warn("cannot keep the local copy; the fleet has the record", "key", key, "err", lerr)
+			s.log.Warn("cannot keep the local copy; the fleet has the record", "key", key, "err", lerr)
 		}
 		return nil
 	case lerr != nil:
@@ -121,66 +269,79 @@ func (s *FleetStore) Save(ctx context.Context, key string, rec Record) error {
 	}
 	// Peers decide from the shared copy: until this record reaches it, the
 	// one there holds a refresh token this broker has spent. Share it the
-	// moment the store answers again (pushPending), not at the next Load.
+	// moment the store answers again (run), not at the next claim.
 	s.pending.Store(key, rec.Generation)
-	s.log().Warn("shared store unreachable; the record is saved locally and shared when it answers", "key", key, "err", serr)
+	s.log.Warn("shared store unreachable; the record is saved locally and shared when it answers", "key", key, "err", serr)
 	return nil
 }
 
-// pushPending offers the shared store, every PushInterval until ctx ends,
-// each record it missed. The fence keeps whichever generation is newer.
-func (s *FleetStore) pushPending(ctx context.Context) {
-	every := s.PushInterval
-	if every <= 0 {
-		every = 100 * time.Millisecond
+// run repairs, every PushInterval until Close, the keys due (every local
+// record at start), and offers the shared store each record it missed.
+// The fence keeps whichever generation is newer.
+func (s *FleetStore) run(ctx context.Context) {
+	defer close(s.done)
+	keys, err := s.local.Keys()
+	if err != nil {
+		s.log.Warn("cannot list the local records to put them back into the shared store", "err", err)
 	}
-	t := time.NewTicker(every)
+	for _, key := range keys {
+		s.know(key)
+	}
+	t := time.NewTicker(s.every)
 	defer t.Stop()
 	for {
+		s.repairDirty(ctx)
+		s.pushPending(ctx)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-s.wake:
 		}
-		s.pending.Range(func(k, gen any) bool {
-			key := k.(string)
-			rec, err := s.Local.Load(ctx, key)
-			if err == nil {
-				err = s.Shared.Save(ctx, key, rec)
-			}
-			switch {
-			case err == nil:
-				s.log().Info("shared a record saved only locally while the shared store failed", "key", key, "generation", rec.Generation)
-			case !errors.Is(err, ErrStale):
-				return false // still failing: try again at the next tick
-			}
-			s.pending.CompareAndDelete(key, gen) // unless a newer save missed it too
-			return true
-		})
 	}
+}
+
+func (s *FleetStore) pushPending(ctx context.Context) {
+	s.pending.Range(func(k, gen any) bool {
+		key := k.(string)
+		rec, err := s.local.Load(ctx, key)
+		if err == nil {
+			err = s.shared.Save(ctx, key, rec)
+		}
+		switch {
+		case err == nil:
+			s.log.Info("shared a record saved only locally while the shared store failed", "key", key, "generation", rec.Generation)
+		case !errors.Is(err, ErrStale):
+			return false // still failing: try again at the next tick
+		}
+		s.pending.CompareAndDelete(key, gen) // unless a newer save missed it too
+		return true
+	})
 }
 
 // Lock implements Store with the shared lock.
-func (s *FleetStore) Lock(ctx context.Context, key string) (Lease, error) {
-	return s.Shared.Lock(ctx, key)
+func (s *FleetStore) Lock(ctx context.Context, name string) (Lock, error) {
+	return s.shared.Lock(ctx, name)
 }
 
-// Watch implements Watcher when the shared store does, and meanwhile
-// shares the records the shared store missed (pushPending).
+// Watch implements Store: it repairs what a peer changed, or every known
+// key after a reconnection (Redis may have restarted empty), before fn
+// reads it.
 func (s *FleetStore) Watch(ctx context.Context, fn func(key string)) error {
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); s.pushPending(ctx) }()
-	defer func() { cancel(); <-done }()
-	w, ok := s.Shared.(Watcher)
-	if !ok {
-		<-ctx.Done()
-		return nil
-	}
-	return w.Watch(ctx, fn)
+	return s.shared.Watch(ctx, func(key string) {
+		if key == "" {
+			s.known.Range(func(k, _ any) bool { s.dirty.Store(k, struct{}{}); return true })
+			s.repairDirty(ctx)
+		} else {
+			s.repair(ctx, key)
+		}
+		fn(key)
+	})
 }
 
-// Close closes both stores.
+// Close stops the loop and closes both stores.
 func (s *FleetStore) Close() error {
-	return errors.Join(s.Shared.Close(), s.Local.Close())
+	s.stop()
+	<-s.done
+	return errors.Join(s.shared.Close(), s.local.Close())
 }

@@ -25,7 +25,7 @@ func startMember(t *testing.T, dir string, srv *redistest.Server, p *oauthtest.P
 	if err != nil {
 		t.Fatal(err)
 	}
-	store := &FleetStore{Local: local, Shared: newRedisStore(t, srv, 2*time.Second), Logger: quiet}
+	store := NewFleetStore(local, newRedisStore(t, srv, 2*time.Second), FleetOptions{Logger: quiet})
 	b, err := New(Options{Store: store, Logger: quiet, PeerWait: 300 * time.Millisecond}, []Credential{fleetCred(p, seed)})
 	if err != nil {
 		t.Fatal(err)
@@ -236,21 +236,19 @@ func TestRecordSavedWhileRedisWasDownIsOfferedAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	shared := newRedisStore(t, srv, 2*time.Second)
-	fs := &FleetStore{Local: local, Shared: shared, Logger: quiet}
-	ctx, cancel := context.WithCancel(context.Background())
-	watched := make(chan struct{})
-	go func() { defer close(watched); _ = fs.Watch(ctx, func(string) {}) }()
-	defer func() { cancel(); <-watched }()
+	fs := NewFleetStore(local, shared, FleetOptions{Logger: quiet})
+	defer fs.Close()
+	ctx := context.Background()
 
 	now := time.Now()
 	rec := func(gen uint64) Record {
 		return Record{Generation: gen, UpdatedAt: now, Token: sources.Token{AccessToken: sources.NewSecret(fmt.Sprint("at", gen)), IssuedAt: now, Expiry: now.Add(time.Hour)}}
 	}
-	if err := fs.Save(ctx, "k", rec(1)); err != nil {
+	if err := fs.save(ctx, "k", rec(1)); err != nil {
 		t.Fatal(err)
 	}
 	srv.Kill()
-	if err := fs.Save(ctx, "k", rec(2)); err != nil {
+	if err := fs.save(ctx, "k", rec(2)); err != nil {
 		t.Fatalf("save while Redis is down: %v; want it kept locally", err)
 	}
 	srv.Restart()

@@ -58,7 +58,7 @@ func TestRecoveryFromAnOutage(t *testing.T) {
 				if srv != nil {
 					// The default lease: a probe lock that lapses under load
 					// would let a second broker probe.
-					store = &FleetStore{Local: store, Shared: newRedisStore(t, srv, 15*time.Second), Logger: quiet}
+					store = NewFleetStore(store.(*FileStore), newRedisStore(t, srv, 15*time.Second), FleetOptions{Logger: quiet})
 				}
 				b, err := New(Options{Store: store, Logger: quiet, ProbeInterval: probe, PeerWait: 300 * time.Millisecond}, creds)
 				if err != nil {

@@ -28,6 +28,11 @@ type RedisOptions struct {
 	Sealer *Sealer
 }
 
+var (
+	_ Store = (*RedisStore)(nil)
+	_ Lock  = (*redisLease)(nil)
+)
+
 // RedisStore shares records between the brokers of a fleet. A credential's
 // record and lock share a hash tag, so they live in one Cluster slot. Writes
 // are fenced on the generation inside one Lua script, which also publishes
@@ -106,9 +111,23 @@ func (s *RedisStore) Save(ctx context.Context, key string, rec Record) error {
 	return nil
 }
 
+// Acquire implements Store: the claim is the Redis lock. Nothing is ever
+// put back into Redis by this store alone, so there is nothing to settle.
+func (s *RedisStore) Acquire(ctx context.Context, key string, mode Mode) (Claim, error) {
+	var l Lock = HeldLock
+	if mode&NoLock == 0 {
+		var err error
+		if l, err = s.Lock(ctx, key); err != nil {
+			return nil, err
+		}
+	}
+	rec, err := s.Load(ctx, key)
+	return NewClaim(l, rec, err, func(ctx context.Context, rec Record) error { return s.Save(ctx, key, rec) }), nil
+}
+
 // Lock implements Store: the lock's value is a random owner token
 // (redislock); release and extension act only while it is still ours.
-func (s *RedisStore) Lock(ctx context.Context, key string) (Lease, error) {
+func (s *RedisStore) Lock(ctx context.Context, key string) (Lock, error) {
 	octx, cancel := context.WithTimeout(ctx, s.op)
 	defer cancel()
 	l, err := s.locker.Obtain(octx, s.lockKey(key), s.ttl, nil)
@@ -157,7 +176,7 @@ func (l *redisLease) extend() {
 	}
 }
 
-// Held implements HeldLease: Redis forgets a lock when it restarts empty
+// Held implements Lock: Redis forgets a lock when it restarts empty
 // or is flushed, and another broker may then have taken it.
 func (l *redisLease) Held(ctx context.Context) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, l.op)
@@ -166,7 +185,7 @@ func (l *redisLease) Held(ctx context.Context) (bool, error) {
 	return ttl > 0, err
 }
 
-// Release implements Lease.
+// Release implements Lock.
 func (l *redisLease) Release(ctx context.Context) error {
 	l.once.Do(func() { close(l.stop) })
 	l.wg.Wait()
@@ -177,10 +196,10 @@ func (l *redisLease) Release(ctx context.Context) error {
 	return err
 }
 
-// Watch implements Watcher: it calls fn with each key another broker saved,
+// Watch implements Store: it calls fn with each key another broker saved,
 // and with "" after a reconnection, when events may have been missed (the
-// broker then re-reads every credential, which also puts local records back
-// into a Redis that restarted empty).
+// broker then re-reads every credential; a fleet store first puts its
+// local records back into a Redis that restarted empty).
 func (s *RedisStore) Watch(ctx context.Context, fn func(key string)) error {
 	ps := s.c.Subscribe(ctx, s.channel())
 	defer ps.Close()

@@ -208,46 +208,43 @@ func (b *Broker) runRefresh(ctx context.Context, c *cred) {
 // refresh obtains a new token for c from its source, under the store's lock,
 // and writes it durably before anyone is handed the new access token.
 func (b *Broker) refresh(ctx context.Context, c *cred) error {
-	lockStart := time.Now()
-	lease, err := b.opts.Store.Lock(ctx, c.key)
-	b.opts.Observer.LockWaited(c.Name, time.Since(lockStart), lockOutcome(err))
-	switch {
-	case errors.Is(err, ErrLockHeld):
-		return b.awaitPeer(ctx, c)
-	case err != nil && !b.mayRefreshUnlocked(c):
-		return fmt.Errorf("taking the refresh lock: %w (a refresh token is never spent without it; the token in hand is served until it expires)", err)
-	case err != nil:
-		b.log.Warn("refreshing without the fleet lock", "credential", c.Name, "err", err)
-		lease = noLease{}
-	}
-	defer func() {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		defer cancel()
-		_ = lease.Release(rctx)
-	}()
-
-	// Someone may have refreshed while we waited for the lock.
-	adopted, err := b.adoptStored(ctx, c)
 	c.mu.Lock()
 	spends := c.Source.Spends(c.tok)
 	c.mu.Unlock()
-	if s, ok := b.opts.Store.(Settler); ok && err == nil && spends {
-		// The record we hold may have been put back over a lost shared
-		// copy; a peer may hold a newer one, whose refresh token we would
-		// otherwise spend a second time.
-		var waited, again bool
-		if waited, err = s.Settle(ctx, c.key); waited {
-			again, err = b.adoptStored(ctx, c)
-			adopted = adopted || again
-			// A store that lost its data may lose the lock with it, and a
-			// peer may hold it now: never spend on a lock we no longer have.
-			if hl, ok := lease.(HeldLease); ok && err == nil {
-				if held, herr := hl.Held(ctx); herr != nil || !held {
-					err = fmt.Errorf("the refresh lock was lost while waiting for peers (Redis lost its data?): %w", ErrLockHeld)
-				}
-			}
+	mode := Mode(0)
+	if spends {
+		// The record a fleet store put back over a lost shared copy may be
+		// older than a peer's, whose refresh token we would otherwise spend
+		// a second time: the claim settles first.
+		mode = Spend
+	}
+	lockStart := time.Now()
+	claim, err := b.opts.Store.Acquire(ctx, c.key, mode)
+	b.opts.Observer.LockWaited(c.Name, time.Since(lockStart), lockOutcome(err))
+	switch {
+	case errors.Is(err, ErrLockLost):
+		return err
+	case errors.Is(err, ErrLockHeld):
+		return b.awaitPeer(ctx, c)
+	case err != nil && spends:
+		// A refresh token is never spent without the lock: every broker of
+		// the fleet would reach that decision at once, and a provider that
+		// detects reuse then revokes the grant for all of them, which needs
+		// an operator to authorize again. Waiting for Redis costs at most an
+		// outage of this credential that ends by itself. Grants without a
+		// refresh token share no secret state, so they may go on.
+		return fmt.Errorf("taking the refresh lock: %w (a refresh token is never spent without it; the token in hand is served until it expires)", err)
+	case err != nil:
+		b.log.Warn("refreshing without the fleet lock", "credential", c.Name, "err", err)
+		if claim, err = b.opts.Store.Acquire(ctx, c.key, NoLock); err != nil {
+			return err
 		}
 	}
+	defer releaseLock(ctx, claim)
+
+	// Someone may have refreshed while we waited for the lock.
+	cur, err := claim.Current()
+	adopted, err := b.adopt(c, cur, err)
 	c.mu.Lock()
 	force := c.force
 	c.force = false
@@ -263,7 +260,7 @@ func (b *Broker) refresh(ctx context.Context, c *cred) error {
 	if unsaved {
 		// A token we hold was never written: write it before spending its
 		// refresh token, so a crash now cannot lose it.
-		if err := b.save(ctx, c, Record{Generation: gen, Token: prev, Seed: c.seed, UpdatedAt: time.Now()}); err != nil {
+		if err := b.save(ctx, c, claim, Record{Generation: gen, Token: prev, Seed: c.seed, UpdatedAt: time.Now()}); err != nil {
 			return err
 		}
 		if !force && prev.Valid(time.Now(), minTTL(&prev)) {
@@ -318,30 +315,17 @@ func (b *Broker) refresh(ctx context.Context, c *cred) error {
 	c.hold(rec)
 	c.unsaved = true
 	c.mu.Unlock()
-	return b.save(ctx, c, rec)
+	return b.save(ctx, c, claim, rec)
 }
 
 func lockOutcome(err error) string {
 	switch {
-	case err == nil:
+	case err == nil || errors.Is(err, ErrLockLost): // taken, then lost while settling
 		return "acquired"
 	case errors.Is(err, ErrLockHeld):
 		return "held"
 	}
 	return "error"
-}
-
-// mayRefreshUnlocked decides whether c may be refreshed while the shared
-// lock cannot be taken (the store is unreachable). Grants without a refresh
-// token share no secret state, so they may. A refresh token is never spent
-// without the lock: every broker of the fleet would reach that decision at
-// once, and a provider that detects reuse then revokes the grant for all of
-// them, which needs an operator to authorize again. Waiting for Redis costs
-// at most an outage of this credential that ends by itself.
-func (b *Broker) mayRefreshUnlocked(c *cred) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return !c.Source.Spends(c.tok)
 }
 
 // errNotSent ends a request that could not be sent within RequestTimeout.
@@ -402,10 +386,10 @@ func (b *Broker) request(ctx context.Context, c *cred, prev sources.Token) (sour
 	return sources.Token{}, err
 }
 
-// save writes rec, clears c.unsaved and hands rec out. When a newer record
-// is stored, that record wins and is adopted.
-func (b *Broker) save(ctx context.Context, c *cred, rec Record) error {
-	err := b.opts.Store.Save(ctx, c.key, rec)
+// save commits rec under claim, clears c.unsaved and hands rec out. When a
+// newer record is stored, that record wins and is adopted.
+func (b *Broker) save(ctx context.Context, c *cred, claim Claim, rec Record) error {
+	err := claim.Commit(ctx, rec)
 	if errors.Is(err, ErrStale) {
 		stored, lerr := b.opts.Store.Load(ctx, c.key)
 		if lerr != nil {
@@ -445,6 +429,11 @@ func (b *Broker) save(ctx context.Context, c *cred, rec Record) error {
 // waste a refresh (or spend a rotated refresh token twice).
 func (b *Broker) adoptStored(ctx context.Context, c *cred) (adopted bool, err error) {
 	rec, err := b.opts.Store.Load(ctx, c.key)
+	return b.adopt(c, rec, err)
+}
+
+// adopt is adoptStored of a record already read.
+func (b *Broker) adopt(c *cred, rec Record, err error) (adopted bool, _ error) {
 	if errors.Is(err, ErrNotFound) {
 		return false, nil
 	}
@@ -505,7 +494,14 @@ func (c *cred) upToDate(now time.Time) bool {
 	return !c.unsaved && c.tok.Valid(now, minTTL(&c.tok)) && now.Before(c.nextRefresh)
 }
 
-// peerChanged is called by a Watcher store when another broker wrote key,
+// releaseLock gives l back, even after ctx ended.
+func releaseLock(ctx context.Context, l Lock) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	_ = l.Release(rctx)
+}
+
+// peerChanged is called by the store's Watch when another broker wrote key,
 // or with "" when every credential must be read again.
 func (b *Broker) peerChanged(key string) {
 	if key == "" {

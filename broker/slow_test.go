@@ -318,7 +318,7 @@ func TestLeaseOutlivesAFailedExtension(t *testing.T) {
 	time.Sleep(1500 * time.Millisecond)
 	rs.Resume()
 	time.Sleep(ttl) // past the lease the last good extension gave
-	held, err := lease.(HeldLease).Held(context.Background())
+	held, err := lease.Held(context.Background())
 	if err != nil || !held {
 		t.Errorf("held %v (%v) after a failed extension; want the lease extended again", held, err)
 	}

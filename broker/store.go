@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/sources"
@@ -19,6 +20,10 @@ var (
 	ErrCorrupt = errors.New("stored record is unreadable")
 	// ErrLockHeld: another holder refreshes this credential now.
 	ErrLockHeld = errors.New("refresh lock held by another broker")
+	// ErrLockLost: a claim lost its lock while it waited for peers (a store
+	// that lost its data lost the lock with it, and a peer may hold it now).
+	// It wraps ErrLockHeld.
+	ErrLockLost = fmt.Errorf("the refresh lock was lost while waiting for peers (Redis lost its data?): %w", ErrLockHeld)
 )
 
 // Record is what a store keeps for a credential.
@@ -36,47 +41,79 @@ type Record struct {
 }
 
 // Store keeps records durably. Keys are opaque strings chosen by the broker.
+// The engine refreshes a credential only through a Claim.
 type Store interface {
-	// Load returns the stored record, or ErrNotFound.
+	// Load returns the stored record, or ErrNotFound. It writes nothing.
 	Load(ctx context.Context, key string) (Record, error)
-	// Save writes rec if no record with the same or a higher generation is
-	// stored; otherwise it returns ErrStale and writes nothing. When Save
-	// returns nil the record survives a crash.
-	Save(ctx context.Context, key string, rec Record) error
-	// Lock takes the refresh lock of key, or returns ErrLockHeld at once.
-	// Stores serving a single process may return a no-op Lease.
-	Lock(ctx context.Context, key string) (Lease, error)
+	// Acquire claims key for a refresh: it takes the key's refresh lock (or
+	// returns ErrLockHeld at once), brings the store to the record a
+	// refresh must start from, and reads it. With Spend, a store that may
+	// have put an old copy back (the fleet store) waits until peers had
+	// time to answer with a newer one, and returns ErrLockLost if the lock
+	// went meanwhile. With NoLock it takes no lock.
+	Acquire(ctx context.Context, key string, mode Mode) (Claim, error)
+	// Lock takes a lock that guards no record (the fleet's probe turn), or
+	// returns ErrLockHeld at once.
+	Lock(ctx context.Context, name string) (Lock, error)
+	// Watch calls fn with each key another process changed, and with ""
+	// when every key must be read again, until ctx ends. A store that no
+	// other process shares returns nil at once.
+	Watch(ctx context.Context, fn func(key string)) error
 	Close() error
 }
 
-// Lease is a held refresh lock.
-type Lease interface {
+// Mode says what a claim is for.
+type Mode uint8
+
+// Modes of Acquire.
+const (
+	// Spend: the refresh will spend a secret (a rotating refresh token)
+	// whose successor a peer may hold.
+	Spend Mode = 1 << iota
+	// NoLock: a refresh that spends nothing, when the lock cannot be taken.
+	NoLock
+)
+
+// Lock is a held lock. Stores serving a single process hold it always.
+type Lock interface {
+	// Held reports whether the lock is still ours: a shared store that
+	// restarts empty forgets it, and another broker may then take it.
+	Held(ctx context.Context) (bool, error)
 	Release(ctx context.Context) error
 }
 
-// HeldLease is a Lease that can say whether it is still held.
-type HeldLease interface {
-	Held(ctx context.Context) (bool, error)
+// Claim is a credential taken for a refresh: its lock and its record.
+type Claim interface {
+	Lock
+	// Current returns the record read when the claim was taken, or
+	// ErrNotFound, ErrCorrupt, ErrUnknownKey or a read error.
+	Current() (Record, error)
+	// Commit writes rec if no record with the same or a higher generation
+	// is stored; otherwise it returns ErrStale and writes nothing. When it
+	// returns nil the record survives a crash.
+	Commit(ctx context.Context, rec Record) error
 }
 
-// Watcher is implemented by stores shared between brokers: it reports keys
-// whose record another broker changed, so that waiting brokers need not poll.
-// Settler is a Store that may put back a copy of a record a peer has moved
-// past: FleetStore repairs an emptied shared store from its local copy, and
-// a broker that was down or missed an event holds an older generation than
-// its peers. Settle waits, when key was put back moments ago, until peers
-// had time to answer that write with a newer generation, and reports
-// whether it waited; then read the record again. Call it under the lock,
-// before spending a refresh token.
-type Settler interface {
-	Settle(ctx context.Context, key string) (waited bool, err error)
+// NewClaim makes a Claim of a lock, the record read under it, and the
+// store's fenced write.
+func NewClaim(l Lock, rec Record, err error, commit func(context.Context, Record) error) Claim {
+	return &claim{Lock: l, rec: rec, err: err, commit: commit}
 }
 
-type Watcher interface {
-	// Watch calls fn for every changed key until ctx ends.
-	Watch(ctx context.Context, fn func(key string)) error
+type claim struct {
+	Lock
+	rec    Record
+	err    error
+	commit func(context.Context, Record) error
 }
 
-type noLease struct{}
+func (c *claim) Current() (Record, error)                     { return c.rec, c.err }
+func (c *claim) Commit(ctx context.Context, rec Record) error { return c.commit(ctx, rec) }
 
-func (noLease) Release(context.Context) error { return nil }
+// HeldLock is the Lock of a store no other process shares: always held.
+var HeldLock Lock = held{}
+
+type held struct{}
+
+func (held) Held(context.Context) (bool, error) { return true, nil }
+func (held) Release(context.Context) error      { return nil }

@@ -101,7 +101,7 @@ func serve(ctx context.Context, cfg Config, environ func() []string, log *slog.L
 		if err != nil {
 			return err
 		}
-		store = &broker.FleetStore{Local: local, Shared: shared, Logger: log, CrashPoint: crash}
+		store = broker.NewFleetStore(local, shared, broker.FleetOptions{Logger: log, CrashPoint: crash})
 		log.Info("fleet mode: sharing tokens through Redis", "redis", cfg.Redis.Addrs, "sentinel_master", cfg.Redis.MasterName, "prefix", cfg.RedisPrefix)
 	}
 	defer store.Close()
