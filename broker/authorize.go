@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/tokenbroker/tokenbroker/broker/store"
 	"github.com/tokenbroker/tokenbroker/sources"
 )
 
@@ -114,14 +115,14 @@ func (b *Broker) CompleteAuthorization(ctx context.Context, name, state, code st
 // install stores tok as c's next generation under the refresh lock, hands
 // it out and schedules its refresh.
 func (b *Broker) install(ctx context.Context, c *cred, tok sources.Token) error {
-	var claim Claim
+	var claim store.Claim
 	for {
 		var err error
 		claim, err = b.opts.Store.Acquire(ctx, c.key, 0)
 		if err == nil {
 			break
 		}
-		if !errors.Is(err, ErrLockHeld) {
+		if !errors.Is(err, store.ErrLockHeld) {
 			return err
 		}
 		select { // a refresh is in flight; it ends within its timeout
@@ -137,7 +138,7 @@ func (b *Broker) install(ctx context.Context, c *cred, tok sources.Token) error 
 	}
 	now := time.Now()
 	c.mu.Lock()
-	rec := Record{Generation: c.gen + 1, Token: tok, Seed: c.seed, UpdatedAt: now}
+	rec := store.Record{Generation: c.gen + 1, Token: tok, Seed: c.seed, UpdatedAt: now}
 	c.hold(rec)
 	c.unsaved = true
 	c.mu.Unlock()

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tokenbroker/tokenbroker/broker/store"
 	"github.com/tokenbroker/tokenbroker/sources"
 )
 
@@ -34,7 +35,7 @@ type endpoint struct {
 	waiting []*cred   // due a refresh, waiting for a probe to succeed
 
 	leaseMu sync.Mutex
-	lease   Lock // the fleet probe lock, held while this broker probes
+	lease   store.Lock // the fleet probe lock, held while this broker probes
 }
 
 func newEndpoint(key, provider string) *endpoint {
@@ -211,7 +212,7 @@ func (b *Broker) probeTurn(ctx context.Context, ep *endpoint) bool {
 	}
 	lease, err := b.opts.Store.Lock(ctx, ep.lockKey)
 	switch {
-	case errors.Is(err, ErrLockHeld):
+	case errors.Is(err, store.ErrLockHeld):
 		return false
 	case err != nil:
 		b.log.Warn("cannot take the fleet's probe lock; probing without it", "provider", ep.provider, "err", err)

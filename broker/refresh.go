@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tokenbroker/tokenbroker/broker/store"
+	"github.com/tokenbroker/tokenbroker/internal/crashpoint"
 	"github.com/tokenbroker/tokenbroker/sources"
 )
 
@@ -134,7 +136,7 @@ func (b *Broker) runRefresh(ctx context.Context, c *cred) {
 		if adopted {
 			result = ResultAdopted
 		}
-	case errors.Is(err, ErrLockHeld):
+	case errors.Is(err, store.ErrLockHeld):
 		// A peer is refreshing: not a failure, look again shortly.
 		next = now.Add(b.opts.PeerWait)
 		result = ResultPeer
@@ -211,20 +213,20 @@ func (b *Broker) refresh(ctx context.Context, c *cred) error {
 	c.mu.Lock()
 	spends := c.Source.Spends(c.tok)
 	c.mu.Unlock()
-	mode := Mode(0)
+	mode := store.Mode(0)
 	if spends {
 		// The record a fleet store put back over a lost shared copy may be
 		// older than a peer's, whose refresh token we would otherwise spend
 		// a second time: the claim settles first.
-		mode = Spend
+		mode = store.Spend
 	}
 	lockStart := time.Now()
 	claim, err := b.opts.Store.Acquire(ctx, c.key, mode)
 	b.opts.Observer.LockWaited(c.Name, time.Since(lockStart), lockOutcome(err))
 	switch {
-	case errors.Is(err, ErrLockLost):
+	case errors.Is(err, store.ErrLockLost):
 		return err
-	case errors.Is(err, ErrLockHeld):
+	case errors.Is(err, store.ErrLockHeld):
 		return b.awaitPeer(ctx, c)
 	case err != nil && spends:
 		// A refresh token is never spent without the lock: every broker of
@@ -236,7 +238,7 @@ func (b *Broker) refresh(ctx context.Context, c *cred) error {
 		return fmt.Errorf("taking the refresh lock: %w (a refresh token is never spent without it; the token in hand is served until it expires)", err)
 	case err != nil:
 		b.log.Warn("refreshing without the fleet lock", "credential", c.Name, "err", err)
-		if claim, err = b.opts.Store.Acquire(ctx, c.key, NoLock); err != nil {
+		if claim, err = b.opts.Store.Acquire(ctx, c.key, store.NoLock); err != nil {
 			return err
 		}
 	}
@@ -260,7 +262,7 @@ func (b *Broker) refresh(ctx context.Context, c *cred) error {
 	if unsaved {
 		// A token we hold was never written: write it before spending its
 		// refresh token, so a crash now cannot lose it.
-		if err := b.save(ctx, c, claim, Record{Generation: gen, Token: prev, Seed: c.seed, UpdatedAt: time.Now()}); err != nil {
+		if err := b.save(ctx, c, claim, store.Record{Generation: gen, Token: prev, Seed: c.seed, UpdatedAt: time.Now()}); err != nil {
 			return err
 		}
 		if !force && prev.Valid(time.Now(), minTTL(&prev)) {
@@ -274,7 +276,7 @@ func (b *Broker) refresh(ctx context.Context, c *cred) error {
 		// starts once the stop has begun.
 		return errStopping
 	}
-	b.crashPoint(CrashBeforeRequest)
+	b.step(crashpoint.BeforeRequest)
 	c.mu.Lock()
 	lostBefore := c.answerLost
 	c.mu.Unlock()
@@ -307,8 +309,8 @@ func (b *Broker) refresh(ctx context.Context, c *cred) error {
 	if err != nil {
 		return &requestError{err}
 	}
-	b.crashPoint(CrashAfterAnswer)
-	rec := Record{Generation: gen + 1, Token: tok, Seed: c.seed, UpdatedAt: time.Now()}
+	b.step(crashpoint.AfterAnswer)
+	rec := store.Record{Generation: gen + 1, Token: tok, Seed: c.seed, UpdatedAt: time.Now()}
 	c.mu.Lock()
 	// Held in memory at once, so this process cannot lose a rotated refresh
 	// token; handed out only once it is durable.
@@ -320,9 +322,9 @@ func (b *Broker) refresh(ctx context.Context, c *cred) error {
 
 func lockOutcome(err error) string {
 	switch {
-	case err == nil || errors.Is(err, ErrLockLost): // taken, then lost while settling
+	case err == nil || errors.Is(err, store.ErrLockLost): // taken, then lost while settling
 		return "acquired"
-	case errors.Is(err, ErrLockHeld):
+	case errors.Is(err, store.ErrLockHeld):
 		return "held"
 	}
 	return "error"
@@ -388,9 +390,9 @@ func (b *Broker) request(ctx context.Context, c *cred, prev sources.Token) (sour
 
 // save commits rec under claim, clears c.unsaved and hands rec out. When a
 // newer record is stored, that record wins and is adopted.
-func (b *Broker) save(ctx context.Context, c *cred, claim Claim, rec Record) error {
+func (b *Broker) save(ctx context.Context, c *cred, claim store.Claim, rec store.Record) error {
 	err := claim.Commit(ctx, rec)
-	if errors.Is(err, ErrStale) {
+	if errors.Is(err, store.ErrStale) {
 		stored, lerr := b.opts.Store.Load(ctx, c.key)
 		if lerr != nil {
 			return fmt.Errorf("reading the stored token after a refused save: %w", lerr)
@@ -413,7 +415,7 @@ func (b *Broker) save(ctx context.Context, c *cred, claim Claim, rec Record) err
 	if err != nil {
 		return fmt.Errorf("saving the new token: %w (it is kept in memory and saved on the next attempt)", err)
 	}
-	b.crashPoint(CrashAfterSave)
+	b.step(crashpoint.AfterSave)
 	c.mu.Lock()
 	if c.gen == rec.Generation {
 		c.unsaved = false
@@ -433,11 +435,11 @@ func (b *Broker) adoptStored(ctx context.Context, c *cred) (adopted bool, err er
 }
 
 // adopt is adoptStored of a record already read.
-func (b *Broker) adopt(c *cred, rec Record, err error) (adopted bool, _ error) {
-	if errors.Is(err, ErrNotFound) {
+func (b *Broker) adopt(c *cred, rec store.Record, err error) (adopted bool, _ error) {
+	if errors.Is(err, store.ErrNotFound) {
 		return false, nil
 	}
-	if errors.Is(err, ErrCorrupt) {
+	if errors.Is(err, store.ErrCorrupt) {
 		b.log.Warn("the stored token is unreadable; the next refresh replaces it", "credential", c.Name, "err", err)
 		return false, nil
 	}
@@ -480,7 +482,7 @@ func (b *Broker) awaitPeer(ctx context.Context, c *cred) error {
 	adopted = adopted || c.upToDate(time.Now())
 	c.mu.Unlock()
 	if !adopted {
-		return ErrLockHeld
+		return store.ErrLockHeld
 	}
 	return errAdopted
 }
@@ -495,7 +497,7 @@ func (c *cred) upToDate(now time.Time) bool {
 }
 
 // releaseLock gives l back, even after ctx ended.
-func releaseLock(ctx context.Context, l Lock) {
+func releaseLock(ctx context.Context, l store.Lock) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
 	_ = l.Release(rctx)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/api"
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/broker/store/seal"
 	"github.com/tokenbroker/tokenbroker/sources"
 )
 
@@ -50,7 +51,7 @@ type Config struct {
 	RedisLockTTL time.Duration
 	// EncryptionKeys seal stored records (the first one seals, all open);
 	// none means plaintext storage.
-	EncryptionKeys []broker.SealKey
+	EncryptionKeys []seal.SealKey
 
 	// MetricsAddr, when set, serves /metrics over TCP there too.
 	MetricsAddr string

@@ -1,4 +1,7 @@
-package broker
+// Package fleet is the store of a broker in a fleet: the shared store
+// (Redis) decides, and a local one (the state directory) keeps a durable
+// copy of every record, so that a Redis that comes back empty loses nothing.
+package fleet
 
 import (
 	"context"
@@ -6,33 +9,38 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/tokenbroker/tokenbroker/broker/store"
+	"github.com/tokenbroker/tokenbroker/broker/store/file"
+	"github.com/tokenbroker/tokenbroker/broker/store/redis"
+	"github.com/tokenbroker/tokenbroker/internal/crashpoint"
 )
 
-// FleetLocal is what a FleetStore asks of its local store (FileStore).
-type FleetLocal interface {
-	Load(ctx context.Context, key string) (Record, error)
-	Save(ctx context.Context, key string, rec Record) error
+// Local is what the fleet store asks of its local store (file.Store).
+type Local interface {
+	Load(ctx context.Context, key string) (store.Record, error)
+	Save(ctx context.Context, key string, rec store.Record) error
 	Keys() ([]string, error)
 	Close() error
 }
 
-// FleetShared is what a FleetStore asks of its shared store (RedisStore).
-type FleetShared interface {
-	Load(ctx context.Context, key string) (Record, error)
-	Save(ctx context.Context, key string, rec Record) error
-	Lock(ctx context.Context, key string) (Lock, error)
+// Shared is what the fleet store asks of its shared store (redis.Store).
+type Shared interface {
+	Load(ctx context.Context, key string) (store.Record, error)
+	Save(ctx context.Context, key string, rec store.Record) error
+	Lock(ctx context.Context, key string) (store.Lock, error)
 	Watch(ctx context.Context, fn func(key string)) error
 	Close() error
 }
 
 var (
-	_ Store       = (*FleetStore)(nil)
-	_ FleetLocal  = (*FileStore)(nil)
-	_ FleetShared = (*RedisStore)(nil)
+	_ store.Store = (*Store)(nil)
+	_ Local       = (*file.Store)(nil)
+	_ Shared      = (*redis.Store)(nil)
 )
 
-// FleetOptions tune a FleetStore; zero values take the defaults.
-type FleetOptions struct {
+// Options tune a Store; zero values take the defaults.
+type Options struct {
 	Logger *slog.Logger // default slog.Default()
 	// SettleTime is how long a claim that spends waits after this broker
 	// put a local record back into the shared store. Default 2s: after an
@@ -42,12 +50,9 @@ type FleetOptions struct {
 	// PushInterval is how often records saved only locally, while the
 	// shared store failed, are offered to it again. Default 100ms.
 	PushInterval time.Duration
-	// CrashPoint is called with CrashBetweenStores after the shared write,
-	// for crash tests only.
-	CrashPoint func(step string)
 }
 
-// FleetStore shares records through a shared store (Redis) and keeps a
+// Store shares records through a shared store (Redis) and keeps a
 // durable copy of every record it sees in a local one (the state dir). The
 // shared store decides: its lock and its fence. The local copy makes a
 // whole-fleet restart over an empty Redis lose nothing.
@@ -59,13 +64,12 @@ type FleetOptions struct {
 // store than here; for a key a peer changed; and under the lock when a
 // claim is taken. From New to Close a loop runs the repairs due and
 // offers the shared store the records it missed while it failed.
-type FleetStore struct {
-	local  FleetLocal
-	shared FleetShared
+type Store struct {
+	local  Local
+	shared Shared
 	log    *slog.Logger
-	crash  func(step string)
 	every  time.Duration
-	// SettleTime: see FleetOptions. Set it before the first Acquire.
+	// SettleTime: see Options. Set it before the first Acquire.
 	SettleTime time.Duration
 
 	putBack sync.Map // key -> time.Time of the last put-back
@@ -78,10 +82,10 @@ type FleetStore struct {
 	done chan struct{}
 }
 
-// NewFleetStore returns a store over local and shared, and starts
+// New returns a store over local and shared, and starts
 // repairing the shared store and offering it what it missed, until Close.
 // It owns both stores: Close closes them.
-func NewFleetStore(local FleetLocal, shared FleetShared, opts FleetOptions) *FleetStore {
+func New(local Local, shared Shared, opts Options) *Store {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -92,32 +96,32 @@ func NewFleetStore(local FleetLocal, shared FleetShared, opts FleetOptions) *Fle
 		opts.PushInterval = 100 * time.Millisecond
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &FleetStore{local: local, shared: shared, log: opts.Logger, crash: opts.CrashPoint, every: opts.PushInterval,
+	s := &Store{local: local, shared: shared, log: opts.Logger, every: opts.PushInterval,
 		SettleTime: opts.SettleTime, stop: cancel, done: make(chan struct{}), wake: make(chan struct{}, 1)}
 	go s.run(ctx)
 	return s
 }
 
 // newest picks what a read returns of the two copies.
-func newest(shared Record, serr error, local Record, lerr error) (Record, error) {
+func newest(shared store.Record, serr error, local store.Record, lerr error) (store.Record, error) {
 	switch {
 	case serr == nil && (lerr != nil || shared.Generation >= local.Generation):
 		return shared, nil
 	case lerr == nil:
 		return local, nil
-	case errors.Is(lerr, ErrNotFound) && serr != nil && !errors.Is(serr, ErrNotFound):
-		return Record{}, serr
+	case errors.Is(lerr, store.ErrNotFound) && serr != nil && !errors.Is(serr, store.ErrNotFound):
+		return store.Record{}, serr
 	}
-	return Record{}, lerr
+	return store.Record{}, lerr
 }
 
-// Load implements Store: the newer of the two copies. A newer shared one
+// Load implements store.Store: the newer of the two copies. A newer shared one
 // is due to be copied here, by the loop.
-func (s *FleetStore) Load(ctx context.Context, key string) (Record, error) {
+func (s *Store) Load(ctx context.Context, key string) (store.Record, error) {
 	s.know(key)
 	shared, serr := s.shared.Load(ctx, key)
 	local, lerr := s.local.Load(ctx, key)
-	if serr == nil && (errors.Is(lerr, ErrNotFound) || lerr == nil && shared.Generation > local.Generation) {
+	if serr == nil && (errors.Is(lerr, store.ErrNotFound) || lerr == nil && shared.Generation > local.Generation) {
 		s.due(key)
 	}
 	return newest(shared, serr, local, lerr)
@@ -130,24 +134,24 @@ func (s *FleetStore) Load(ctx context.Context, key string) (Record, error) {
 // repairs a shared store that lost it, and the fence keeps whichever
 // generation is higher. Peers answer a put-back through the store's event
 // with their own repair, so one holding a newer generation writes it back.
-func (s *FleetStore) repair(ctx context.Context, key string) (rec Record, err error, failed bool) {
+func (s *Store) repair(ctx context.Context, key string) (rec store.Record, err error, failed bool) {
 	shared, serr := s.shared.Load(ctx, key)
 	local, lerr := s.local.Load(ctx, key)
 	switch {
 	case serr == nil && (lerr != nil || shared.Generation > local.Generation):
-		if err := s.local.Save(ctx, key, shared); err != nil && !errors.Is(err, ErrStale) {
+		if err := s.local.Save(ctx, key, shared); err != nil && !errors.Is(err, store.ErrStale) {
 			s.log.Warn("cannot keep the local copy", "key", key, "err", err)
 		}
-	case lerr == nil && (serr == nil || errors.Is(serr, ErrNotFound) || errors.Is(serr, ErrCorrupt)) && (serr != nil || shared.Generation < local.Generation):
+	case lerr == nil && (serr == nil || errors.Is(serr, store.ErrNotFound) || errors.Is(serr, store.ErrCorrupt)) && (serr != nil || shared.Generation < local.Generation):
 		err := s.shared.Save(ctx, key, local)
 		if err == nil {
 			s.pending.Delete(key)
 			s.putBack.Store(key, time.Now())
 			s.log.Info("put the local record back into the shared store", "key", key, "generation", local.Generation)
 		}
-		failed = err != nil && !errors.Is(err, ErrStale)
+		failed = err != nil && !errors.Is(err, store.ErrStale)
 	}
-	if serr != nil && !errors.Is(serr, ErrNotFound) && !errors.Is(serr, ErrCorrupt) {
+	if serr != nil && !errors.Is(serr, store.ErrNotFound) && !errors.Is(serr, store.ErrCorrupt) {
 		failed = true
 	}
 	rec, err = newest(shared, serr, local, lerr)
@@ -155,14 +159,14 @@ func (s *FleetStore) repair(ctx context.Context, key string) (rec Record, err er
 }
 
 // know marks key for the loop's repair the first time it is seen.
-func (s *FleetStore) know(key string) {
+func (s *Store) know(key string) {
 	if _, seen := s.known.LoadOrStore(key, struct{}{}); !seen {
 		s.due(key)
 	}
 }
 
 // due marks key for the loop's repair, and wakes the loop.
-func (s *FleetStore) due(key string) {
+func (s *Store) due(key string) {
 	s.dirty.Store(key, struct{}{})
 	select {
 	case s.wake <- struct{}{}:
@@ -171,7 +175,7 @@ func (s *FleetStore) due(key string) {
 }
 
 // repairDirty repairs the keys marked for it until the shared store fails.
-func (s *FleetStore) repairDirty(ctx context.Context) {
+func (s *Store) repairDirty(ctx context.Context) {
 	s.dirty.Range(func(k, _ any) bool {
 		if _, _, failed := s.repair(ctx, k.(string)); failed {
 			return false // try again at the next tick
@@ -181,15 +185,15 @@ func (s *FleetStore) repairDirty(ctx context.Context) {
 	})
 }
 
-// Acquire implements Store: the claim is the shared lock, under which key
+// Acquire implements store.Store: the claim is the shared lock, under which key
 // is repaired; a claim that spends then settles. Peers answer a put-back
 // through the store's event: each reads the shared record, and one holding
 // a newer generation writes that back, which the fence lets through.
-func (s *FleetStore) Acquire(ctx context.Context, key string, mode Mode) (Claim, error) {
-	commit := func(ctx context.Context, rec Record) error { return s.save(ctx, key, rec) }
-	if mode&NoLock != 0 {
+func (s *Store) Acquire(ctx context.Context, key string, mode store.Mode) (store.Claim, error) {
+	commit := func(ctx context.Context, rec store.Record) error { return s.save(ctx, key, rec) }
+	if mode&store.NoLock != 0 {
 		rec, err := s.Load(ctx, key)
-		return NewClaim(HeldLock, rec, err, commit), nil
+		return store.NewClaim(store.HeldLock, rec, err, commit), nil
 	}
 	s.know(key)
 	l, err := s.shared.Lock(ctx, key)
@@ -197,13 +201,13 @@ func (s *FleetStore) Acquire(ctx context.Context, key string, mode Mode) (Claim,
 		return nil, err
 	}
 	rec, err, _ := s.repair(ctx, key)
-	if mode&Spend != 0 {
+	if mode&store.Spend != 0 {
 		waited, serr := s.settle(ctx, key)
 		if serr == nil && waited {
 			// A store that lost its data may lose the lock with it, and a
 			// peer may hold it now: never spend on a lock we no longer have.
 			if held, herr := l.Held(ctx); herr != nil || !held {
-				serr = ErrLockLost
+				serr = store.ErrLockLost
 			}
 			rec, err = s.Load(ctx, key)
 		}
@@ -212,12 +216,12 @@ func (s *FleetStore) Acquire(ctx context.Context, key string, mode Mode) (Claim,
 			return nil, serr
 		}
 	}
-	return NewClaim(l, rec, err, commit), nil
+	return store.NewClaim(l, rec, err, commit), nil
 }
 
 // settle waits, when key was put back moments ago, until peers had time to
 // answer that write with a newer generation, and reports whether it waited.
-func (s *FleetStore) settle(ctx context.Context, key string) (bool, error) {
+func (s *Store) settle(ctx context.Context, key string) (bool, error) {
 	v, ok := s.putBack.LoadAndDelete(key)
 	if !ok {
 		return false, nil
@@ -236,7 +240,7 @@ func (s *FleetStore) settle(ctx context.Context, key string) (bool, error) {
 	}
 }
 
-func release(ctx context.Context, l Lock) {
+func release(ctx context.Context, l store.Lock) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
 	_ = l.Release(rctx)
@@ -248,19 +252,19 @@ func release(ctx context.Context, l Lock) {
 // itself adopts it on restart, since Load takes the newer generation. A
 // shared store that is unreachable does not fail the save: the record is
 // durable here and offered to it until it takes it. Its fence does.
-func (s *FleetStore) save(ctx context.Context, key string, rec Record) error {
+func (s *Store) save(ctx context.Context, key string, rec store.Record) error {
 	serr := s.shared.Save(ctx, key, rec)
-	if errors.Is(serr, ErrStale) {
-		return ErrStale
+	if errors.Is(serr, store.ErrStale) {
+		return store.ErrStale
 	}
-	if serr == nil && s.crash != nil {
-		s.crash(CrashBetweenStores)
+	if serr == nil {
+		crashpoint.At(crashpoint.BetweenStores)
 	}
 	lerr := s.local.Save(ctx, key, rec)
 	switch {
 	case serr == nil:
 		s.pending.Delete(key)
-		if lerr != nil && !errors.Is(lerr, ErrStale) {
+		if lerr != nil && !errors.Is(lerr, store.ErrStale) {
 			s.log.Warn("cannot keep the local copy; the fleet has the record", "key", key, "err", lerr)
 		}
 		return nil
@@ -278,7 +282,7 @@ func (s *FleetStore) save(ctx context.Context, key string, rec Record) error {
 // run repairs, every PushInterval until Close, the keys due (every local
 // record at start), and offers the shared store each record it missed.
 // The fence keeps whichever generation is newer.
-func (s *FleetStore) run(ctx context.Context) {
+func (s *Store) run(ctx context.Context) {
 	defer close(s.done)
 	keys, err := s.local.Keys()
 	if err != nil {
@@ -301,7 +305,7 @@ func (s *FleetStore) run(ctx context.Context) {
 	}
 }
 
-func (s *FleetStore) pushPending(ctx context.Context) {
+func (s *Store) pushPending(ctx context.Context) {
 	s.pending.Range(func(k, gen any) bool {
 		key := k.(string)
 		rec, err := s.local.Load(ctx, key)
@@ -311,7 +315,7 @@ func (s *FleetStore) pushPending(ctx context.Context) {
 		switch {
 		case err == nil:
 			s.log.Info("shared a record saved only locally while the shared store failed", "key", key, "generation", rec.Generation)
-		case !errors.Is(err, ErrStale):
+		case !errors.Is(err, store.ErrStale):
 			return false // still failing: try again at the next tick
 		}
 		s.pending.CompareAndDelete(key, gen) // unless a newer save missed it too
@@ -319,15 +323,15 @@ func (s *FleetStore) pushPending(ctx context.Context) {
 	})
 }
 
-// Lock implements Store with the shared lock.
-func (s *FleetStore) Lock(ctx context.Context, name string) (Lock, error) {
+// Lock implements store.Store with the shared lock.
+func (s *Store) Lock(ctx context.Context, name string) (store.Lock, error) {
 	return s.shared.Lock(ctx, name)
 }
 
-// Watch implements Store: it repairs what a peer changed, or every known
+// Watch implements store.Store: it repairs what a peer changed, or every known
 // key after a reconnection (Redis may have restarted empty), before fn
 // reads it.
-func (s *FleetStore) Watch(ctx context.Context, fn func(key string)) error {
+func (s *Store) Watch(ctx context.Context, fn func(key string)) error {
 	return s.shared.Watch(ctx, func(key string) {
 		if key == "" {
 			s.known.Range(func(k, _ any) bool { s.dirty.Store(k, struct{}{}); return true })
@@ -340,7 +344,7 @@ func (s *FleetStore) Watch(ctx context.Context, fn func(key string)) error {
 }
 
 // Close stops the loop and closes both stores.
-func (s *FleetStore) Close() error {
+func (s *Store) Close() error {
 	s.stop()
 	<-s.done
 	return errors.Join(s.shared.Close(), s.local.Close())

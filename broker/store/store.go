@@ -1,4 +1,9 @@
-package broker
+// Package store defines what the broker asks of durable storage: a Record
+// per credential, a Store to read it and claim it for a refresh, and the
+// errors stores report. Implementations live in file (the state
+// directory), redis (shared by a fleet) and fleet (both, repairing each
+// other); seal encrypts records at rest for all of them.
+package store
 
 import (
 	"context"
@@ -20,6 +25,10 @@ var (
 	ErrCorrupt = errors.New("stored record is unreadable")
 	// ErrLockHeld: another holder refreshes this credential now.
 	ErrLockHeld = errors.New("refresh lock held by another broker")
+	// ErrUnknownKey: a stored value was sealed with a key this broker does
+	// not have. It is not corruption: the broker must refuse to start rather
+	// than overwrite what another key can still read.
+	ErrUnknownKey = errors.New("stored record is sealed with an unknown key")
 	// ErrLockLost: a claim lost its lock while it waited for peers (a store
 	// that lost its data lost the lock with it, and a peer may hold it now).
 	// It wraps ErrLockHeld.
