@@ -128,13 +128,14 @@ func (s *Store) Load(ctx context.Context, key string) (store.Record, error) {
 }
 
 // repair writes the newer copy of key over the older one, and returns the
-// newer as Load would; failed reports that the shared store failed.
+// newer as Load would (rec, err); failed reports that the shared store
+// failed.
 // Keeping the local copy up lets this broker restart from the newest
 // record even if Redis comes back empty; putting the local record back
 // repairs a shared store that lost it, and the fence keeps whichever
 // generation is higher. Peers answer a put-back through the store's event
 // with their own repair, so one holding a newer generation writes it back.
-func (s *Store) repair(ctx context.Context, key string) (rec store.Record, err error, failed bool) {
+func (s *Store) repair(ctx context.Context, key string) (rec store.Record, failed bool, err error) {
 	shared, serr := s.shared.Load(ctx, key)
 	local, lerr := s.local.Load(ctx, key)
 	switch {
@@ -155,7 +156,7 @@ func (s *Store) repair(ctx context.Context, key string) (rec store.Record, err e
 		failed = true
 	}
 	rec, err = newest(shared, serr, local, lerr)
-	return rec, err, failed
+	return rec, failed, err
 }
 
 // know marks key for the loop's repair the first time it is seen.
@@ -177,7 +178,7 @@ func (s *Store) due(key string) {
 // repairDirty repairs the keys marked for it until the shared store fails.
 func (s *Store) repairDirty(ctx context.Context) {
 	s.dirty.Range(func(k, _ any) bool {
-		if _, _, failed := s.repair(ctx, k.(string)); failed {
+		if _, failed, _ := s.repair(ctx, k.(string)); failed {
 			return false // try again at the next tick
 		}
 		s.dirty.Delete(k)
@@ -200,7 +201,7 @@ func (s *Store) Acquire(ctx context.Context, key string, mode store.Mode) (store
 	if err != nil {
 		return nil, err
 	}
-	rec, err, _ := s.repair(ctx, key)
+	rec, _, err := s.repair(ctx, key)
 	if mode&store.Spend != 0 {
 		waited, serr := s.settle(ctx, key)
 		if serr == nil && waited {
