@@ -46,3 +46,51 @@ func TestRecordSavedWhileRedisWasDownIsOfferedAgain(t *testing.T) {
 		}
 	}
 }
+
+// A read writes nothing: after Redis lost a record, Load returns the local
+// copy and leaves Redis empty (it used to put the record back, and every
+// peer's read of that write could write again). The repair on
+// reconnection, or under a claim's lock, puts it back.
+func TestLoadWritesNothing(t *testing.T) {
+	srv := redistest.Start(t)
+	local, err := file.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := New(local, newRedisStore(t, srv, 2*time.Second), Options{Logger: quiet})
+	defer fs.Close()
+	ctx := context.Background()
+	now := time.Now()
+	rec := store.Record{Generation: 3, UpdatedAt: now, Token: sources.Token{AccessToken: sources.NewSecret("at3"), IssuedAt: now, Expiry: now.Add(time.Hour)}}
+	if err := fs.save(ctx, "k", rec); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fs.Load(ctx, "k"); err != nil { // known from now on
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // the loop's first repair of k: nothing to do
+	srv.Flush()
+	rc := srv.Client()
+	recKey := "tokenbroker:{k}:rec"
+	for range 5 {
+		got, err := fs.Load(ctx, "k")
+		if err != nil || got.Generation != 3 {
+			t.Fatalf("Load after Redis lost the record = %+v, %v; want the local generation 3", got, err)
+		}
+		time.Sleep(100 * time.Millisecond) // a loop tick
+		if n, _ := rc.Exists(ctx, recKey).Result(); n != 0 {
+			t.Fatal("a read put the record back into Redis; want reads without side effects")
+		}
+	}
+	c, err := fs.Acquire(ctx, "k", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Release(ctx)
+	if got, err := c.Current(); err != nil || got.Generation != 3 {
+		t.Errorf("claim's record = %+v, %v; want generation 3", got, err)
+	}
+	if n, _ := rc.Exists(ctx, recKey).Result(); n != 1 {
+		t.Error("a claim did not repair Redis from the local copy")
+	}
+}
