@@ -64,7 +64,8 @@ type Config struct {
 	// Access is the default for who may fetch tokens; a credential's own
 	// lists replace it.
 	Access api.Access
-	// CrashAt makes serve kill itself at a refresh step: crash tests only.
+	// CrashAt makes serve kill itself at a refresh step: crash tests only,
+	// in a -tags crashtest build (internal/crashpoint).
 	CrashAt string
 
 	Credentials []Credential
