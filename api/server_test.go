@@ -25,6 +25,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/internal/tbtest"
 	"github.com/tokenbroker/tokenbroker/internal/tbtest/fakebroker"
+	"github.com/tokenbroker/tokenbroker/broker/store/file"
 	"github.com/tokenbroker/tokenbroker/sources"
 )
 
@@ -445,7 +446,7 @@ func (s *countingSource) Token(context.Context, sources.Token) (sources.Token, e
 }
 
 func TestRealBrokerOverSocket(t *testing.T) {
-	store, err := broker.OpenFileStore(t.TempDir())
+	store, err := file.Open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

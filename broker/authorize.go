@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/tokenbroker/tokenbroker/broker/store"
 	"github.com/tokenbroker/tokenbroker/sources"
 )
 
@@ -114,14 +115,14 @@ func (b *Broker) CompleteAuthorization(ctx context.Context, name, state, code st
 // install stores tok as c's next generation under the refresh lock, hands
 // it out and schedules its refresh.
 func (b *Broker) install(ctx context.Context, c *cred, tok sources.Token) error {
-	var lease Lease
+	var claim store.Claim
 	for {
 		var err error
-		lease, err = b.opts.Store.Lock(ctx, c.key)
+		claim, err = b.opts.Store.Acquire(ctx, c.key, 0)
 		if err == nil {
 			break
 		}
-		if !errors.Is(err, ErrLockHeld) {
+		if !errors.Is(err, store.ErrLockHeld) {
 			return err
 		}
 		select { // a refresh is in flight; it ends within its timeout
@@ -130,21 +131,18 @@ func (b *Broker) install(ctx context.Context, c *cred, tok sources.Token) error 
 			return ctx.Err()
 		}
 	}
-	defer func() {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		defer cancel()
-		_ = lease.Release(rctx)
-	}()
-	if _, err := b.adoptStored(ctx, c); err != nil {
+	defer releaseLock(ctx, claim)
+	cur, err := claim.Current()
+	if _, err := b.adopt(c, cur, err); err != nil {
 		return err
 	}
 	now := time.Now()
 	c.mu.Lock()
-	rec := Record{Generation: c.gen + 1, Token: tok, Seed: c.seed, UpdatedAt: now}
+	rec := store.Record{Generation: c.gen + 1, Token: tok, Seed: c.seed, UpdatedAt: now}
 	c.hold(rec)
 	c.unsaved = true
 	c.mu.Unlock()
-	if err := b.save(ctx, c, rec); err != nil {
+	if err := b.save(ctx, c, claim, rec); err != nil {
 		return err
 	}
 	c.mu.Lock()

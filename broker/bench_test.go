@@ -6,18 +6,19 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenbroker/tokenbroker/broker/store/file"
 	"github.com/tokenbroker/tokenbroker/sources"
 )
 
 // BenchmarkToken measures the handout path: a map lookup and an atomic load.
 func BenchmarkToken(b *testing.B) {
 	p := newFakeProvider(time.Hour, false)
-	store, err := OpenFileStore(b.TempDir())
+	st, err := file.Open(b.TempDir())
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer store.Close()
-	br, err := New(Options{Store: store, Logger: quiet}, []Credential{{Name: "cc", Provider: "fake", Source: fakeSource{p, sources.ClientCredentials}, Fingerprint: "cc"}})
+	defer st.Close()
+	br, err := New(Options{Store: st, Logger: quiet}, []Credential{{Name: "cc", Provider: "fake", Source: fakeSource{p, sources.ClientCredentials}, Fingerprint: "cc"}})
 	if err != nil {
 		b.Fatal(err)
 	}

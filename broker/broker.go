@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tokenbroker/tokenbroker/broker/store"
+	"github.com/tokenbroker/tokenbroker/internal/crashpoint"
 	"github.com/tokenbroker/tokenbroker/sources"
 )
 
@@ -41,7 +43,7 @@ type Credential struct {
 
 // Options tune the engine; zero values take the defaults.
 type Options struct {
-	Store  Store        // required
+	Store  store.Store  // required
 	Logger *slog.Logger // default slog.Default()
 	// RefreshAt is the fraction of a token's lifetime after which it is
 	// refreshed; Jitter spreads refreshes over [RefreshAt-Jitter, RefreshAt].
@@ -71,23 +73,14 @@ type Options struct {
 	ProbeInterval time.Duration // default 5s
 	// Observer receives refresh events, for metrics.
 	Observer Observer // default: none
-	// CrashPoint, when set, is called at each step of a refresh
-	// (CrashBeforeRequest, CrashAfterAnswer, CrashAfterSave), so crash
-	// tests can kill the process exactly there. Never set in production.
-	CrashPoint func(step string)
 }
 
-// Crash points of a refresh, in order.
-const (
-	CrashBeforeRequest = "before-request" // the lock is held; nothing is spent yet
-	CrashAfterAnswer   = "after-answer"   // the provider answered; nothing is written yet
-	CrashAfterSave     = "after-save"     // the new token is durable; not handed out yet
-	CrashBetweenStores = "between-stores" // FleetStore: Redis written, the local copy not yet
-)
-
-func (b *Broker) crashPoint(step string) {
-	if b.opts.CrashPoint != nil {
-		b.opts.CrashPoint(step)
+// step marks a step of a refresh (a crashpoint constant): a crashtest
+// build of the daemon may die there, and engine tests act there (onStep).
+func (b *Broker) step(s string) {
+	crashpoint.At(s)
+	if b.onStep != nil {
+		b.onStep(s)
 	}
 }
 
@@ -152,6 +145,8 @@ type Broker struct {
 
 	authMu  sync.Mutex
 	pending map[string]pendingAuth // by state
+
+	onStep func(step string) // tests only: called at each step of a refresh
 }
 
 // State is a credential's condition.
@@ -251,8 +246,8 @@ func (b *Broker) Start(ctx context.Context) error {
 		c := b.creds[name]
 		rec, err := b.opts.Store.Load(ctx, c.key)
 		switch {
-		case errors.Is(err, ErrNotFound):
-		case errors.Is(err, ErrUnknownKey):
+		case errors.Is(err, store.ErrNotFound):
+		case errors.Is(err, store.ErrUnknownKey):
 			return fmt.Errorf("credential %q: %w", name, err)
 		case err != nil:
 			b.log.Error("cannot read the stored token; starting this credential from its configuration",
@@ -274,15 +269,13 @@ func (b *Broker) Start(ctx context.Context) error {
 		c.nextRefresh = b.refreshPoint(&c.tok, now)
 		b.sched.schedule(c, c.nextRefresh)
 	}
-	if w, ok := b.opts.Store.(Watcher); ok {
-		b.wg.Add(1)
-		go func() {
-			defer b.wg.Done()
-			if err := w.Watch(b.ctx, b.peerChanged); err != nil && b.ctx.Err() == nil {
-				b.log.Error("store watch ended", "err", err)
-			}
-		}()
-	}
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		if err := b.opts.Store.Watch(b.ctx, b.peerChanged); err != nil && b.ctx.Err() == nil {
+			b.log.Error("store watch ended", "err", err)
+		}
+	}()
 	b.wg.Add(1)
 	go func() {
 		defer b.wg.Done()
@@ -336,13 +329,13 @@ func (b *Broker) Close() error {
 
 // install makes a stored rec the credential's current token and hands it
 // out. Callers hold c.mu, or own c exclusively (Start).
-func (c *cred) install(rec Record) {
+func (c *cred) install(rec store.Record) {
 	c.hold(rec)
 	c.publish()
 }
 
 // hold keeps rec in memory without handing it out.
-func (c *cred) hold(rec Record) {
+func (c *cred) hold(rec store.Record) {
 	c.gen = rec.Generation
 	c.tok = rec.Token
 	c.lastRefresh = rec.UpdatedAt

@@ -10,23 +10,25 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/tokenbroker/tokenbroker/broker/store"
+	"github.com/tokenbroker/tokenbroker/broker/store/file"
 	"github.com/tokenbroker/tokenbroker/sources"
 )
 
 var quiet = slog.New(slog.DiscardHandler)
 
-func openStore(t *testing.T, dir string) *FileStore {
+func openStore(t *testing.T, dir string) *file.Store {
 	t.Helper()
-	s, err := OpenFileStore(dir)
+	s, err := file.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s
 }
 
-func start(t *testing.T, store Store, creds ...Credential) *Broker {
+func start(t *testing.T, st store.Store, creds ...Credential) *Broker {
 	t.Helper()
-	b, err := New(Options{Store: store, Logger: quiet}, creds)
+	b, err := New(Options{Store: st, Logger: quiet}, creds)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,10 +92,10 @@ func TestRotatedRefreshTokenSurvivesRestart(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		dir := t.TempDir()
 		p := newFakeProvider(time.Hour, true, "rt-0")
-		store := openStore(t, dir)
-		b := start(t, store, refreshCred("fw", p, "rt-0"))
+		st := openStore(t, dir)
+		b := start(t, st, refreshCred("fw", p, "rt-0"))
 		h := mustToken(t, b, "fw")
-		rec, err := store.Load(context.Background(), b.creds["fw"].key)
+		rec, err := st.Load(context.Background(), b.creds["fw"].key)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -104,7 +106,7 @@ func TestRotatedRefreshTokenSurvivesRestart(t *testing.T) {
 			t.Fatal("handed-out access token is not the stored one")
 		}
 		b.Close()
-		store.Close()
+		st.Close()
 
 		callsBefore, _ := p.stats()
 		b2 := start(t, openStore(t, dir), refreshCred("fw", p, "rt-0"))
@@ -130,11 +132,11 @@ func TestChangedConfiguredRefreshTokenWins(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		dir := t.TempDir()
 		p := newFakeProvider(time.Hour, true, "rt-0")
-		store := openStore(t, dir)
-		b := start(t, store, refreshCred("fw", p, "rt-0"))
+		st := openStore(t, dir)
+		b := start(t, st, refreshCred("fw", p, "rt-0"))
 		mustToken(t, b, "fw")
 		b.Close()
-		store.Close()
+		st.Close()
 
 		p.revokeAll()
 		p.mu.Lock()
@@ -254,9 +256,16 @@ func TestUnknownCredential(t *testing.T) {
 
 // unlockable is a store whose shared lock cannot be taken, as when Redis is
 // unreachable; records still reach the local file store.
-type unlockable struct{ *FileStore }
+type unlockable struct{ *file.Store }
 
-func (unlockable) Lock(context.Context, string) (Lease, error) {
+func (s unlockable) Acquire(ctx context.Context, key string, mode store.Mode) (store.Claim, error) {
+	if mode&store.NoLock == 0 {
+		return nil, errors.New("redis: connection refused")
+	}
+	return s.Store.Acquire(ctx, key, mode)
+}
+
+func (unlockable) Lock(context.Context, string) (store.Lock, error) {
 	return nil, errors.New("redis: connection refused")
 }
 
@@ -265,10 +274,10 @@ func (unlockable) Lock(context.Context, string) (Lease, error) {
 // The credential says why it has no token.
 func TestRefreshWithoutTheLock(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		store := unlockable{openStore(t, t.TempDir())}
+		st := unlockable{openStore(t, t.TempDir())}
 		cc := newFakeProvider(10*time.Minute, false)
 		rt := newFakeProvider(time.Hour, true, "rt-0")
-		b := start(t, store,
+		b := start(t, st,
 			Credential{Name: "cc", Provider: "fake", Source: fakeSource{cc, sources.ClientCredentials}, Fingerprint: "cc"},
 			refreshCred("rt", rt, "rt-0"))
 		defer b.Close()
@@ -288,14 +297,14 @@ func TestRefreshWithoutTheLock(t *testing.T) {
 	})
 }
 
-// lockHookStore runs onLock once, before the first Lock it is asked for.
+// lockHookStore runs onLock once, before the first claim it is asked for.
 type lockHookStore struct {
-	Store
+	*file.Store
 	mu     sync.Mutex
 	onLock func()
 }
 
-func (s *lockHookStore) Lock(ctx context.Context, key string) (Lease, error) {
+func (s *lockHookStore) Acquire(ctx context.Context, key string, mode store.Mode) (store.Claim, error) {
 	s.mu.Lock()
 	f := s.onLock
 	s.onLock = nil
@@ -303,7 +312,7 @@ func (s *lockHookStore) Lock(ctx context.Context, key string) (Lease, error) {
 	if f != nil {
 		f()
 	}
-	return s.Store.Lock(ctx, key)
+	return s.Store.Acquire(ctx, key, mode)
 }
 
 // A peer's token that arrives (and is adopted through the store's event)
@@ -313,22 +322,22 @@ func (s *lockHookStore) Lock(ctx context.Context, key string) (Lease, error) {
 func TestRefreshSkipsATokenAdoptedWhileWaitingForTheLock(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p := newFakeProvider(10*time.Minute, false)
-		store := &lockHookStore{Store: openStore(t, t.TempDir())}
-		b := start(t, store, Credential{Name: "cc", Provider: "fake", Source: fakeSource{p, sources.ClientCredentials}, Fingerprint: "cc"})
+		st := &lockHookStore{Store: openStore(t, t.TempDir())}
+		b := start(t, st, Credential{Name: "cc", Provider: "fake", Source: fakeSource{p, sources.ClientCredentials}, Fingerprint: "cc"})
 		defer b.Close()
 		mustToken(t, b, "cc")
 		c := b.creds["cc"]
-		store.mu.Lock()
-		store.onLock = func() { // a peer refreshed and its event came first
+		st.mu.Lock()
+		st.onLock = func() { // a peer refreshed and its event came first
 			now := time.Now()
-			rec := Record{Generation: 2, UpdatedAt: now, Token: sources.Token{
+			rec := store.Record{Generation: 2, UpdatedAt: now, Token: sources.Token{
 				AccessToken: sources.NewSecret("peer-token"), IssuedAt: now, Expiry: now.Add(10 * time.Minute)}}
-			if err := store.Store.Save(context.Background(), c.key, rec); err != nil {
+			if err := st.Store.Save(context.Background(), c.key, rec); err != nil {
 				t.Error(err)
 			}
 			b.peerChanged(c.key)
 		}
-		store.mu.Unlock()
+		st.mu.Unlock()
 		time.Sleep(9 * time.Minute) // past the first token's refresh point
 		synctest.Wait()
 		if calls, _ := p.stats(); calls != 1 {
@@ -344,12 +353,17 @@ func TestRefreshSkipsATokenAdoptedWhileWaitingForTheLock(t *testing.T) {
 // whose answer is lost (an fsync error after the rename, a dropped
 // connection after the script ran).
 type lostAckStore struct {
-	Store
+	*file.Store
 	mu   sync.Mutex
 	lose bool
 }
 
-func (s *lostAckStore) Save(ctx context.Context, key string, rec Record) error {
+func (s *lostAckStore) Acquire(ctx context.Context, key string, mode store.Mode) (store.Claim, error) {
+	rec, err := s.Load(ctx, key)
+	return store.NewClaim(store.HeldLock, rec, err, func(ctx context.Context, rec store.Record) error { return s.save(ctx, key, rec) }), nil
+}
+
+func (s *lostAckStore) save(ctx context.Context, key string, rec store.Record) error {
 	err := s.Store.Save(ctx, key, rec)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -367,13 +381,13 @@ func (s *lostAckStore) Save(ctx context.Context, key string, rec Record) error {
 func TestSaveThatLandedDespiteAnErrorIsPublished(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p := newFakeProvider(10*time.Minute, true, "rt-0")
-		store := &lostAckStore{Store: openStore(t, t.TempDir())}
-		b := start(t, store, refreshCred("fw", p, "rt-0"))
+		st := &lostAckStore{Store: openStore(t, t.TempDir())}
+		b := start(t, st, refreshCred("fw", p, "rt-0"))
 		defer b.Close()
 		first := mustToken(t, b, "fw")
-		store.mu.Lock()
-		store.lose = true
-		store.mu.Unlock()
+		st.mu.Lock()
+		st.lose = true
+		st.mu.Unlock()
 		time.Sleep(8*time.Minute + 50*time.Second) // the scheduled refresh, its lost answer, the retry
 		synctest.Wait()
 		if h := mustToken(t, b, "fw"); h.AccessToken.Equal(first.AccessToken) {

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/oauth2/clientcredentials"
 
 	"github.com/tokenbroker/tokenbroker/broker/redistest"
+	redisstore "github.com/tokenbroker/tokenbroker/broker/store/redis"
 	"github.com/tokenbroker/tokenbroker/sources"
 	"github.com/tokenbroker/tokenbroker/sources/oauthtest"
 )
@@ -103,12 +104,12 @@ func TestFleetEfficiency(t *testing.T) {
 					e := &sources.Endpoint{Dialect: &d, HTTP: hc, Client: sources.Client{ID: name, Secret: sources.NewSecret("s-" + name), Scopes: scopes}}
 					cs = append(cs, Credential{Name: name, Provider: "firework", Source: &sources.ClientCredentialsSource{Endpoint: e}, Fingerprint: "fp-" + name})
 				}
-				store, err := NewRedisStore(RedisOptions{Client: srv.Client(), LockTTL: 2 * time.Second, Prefix: fmt.Sprintf("eff%d:", size)})
+				st, err := redisstore.New(redisstore.Options{Client: srv.Client(), LockTTL: 2 * time.Second, Prefix: fmt.Sprintf("eff%d:", size)})
 				if err != nil {
 					t.Error(err)
 					return
 				}
-				b, err := New(Options{Store: store, Logger: quiet, PeerWait: 500 * time.Millisecond, Observer: res.obs}, cs)
+				b, err := New(Options{Store: st, Logger: quiet, PeerWait: 500 * time.Millisecond, Observer: res.obs}, cs)
 				if err != nil {
 					t.Error(err)
 					return

@@ -7,9 +7,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bsm/redislock"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tokenbroker/tokenbroker/broker/redistest"
+	redisstore "github.com/tokenbroker/tokenbroker/broker/store/redis"
 	"github.com/tokenbroker/tokenbroker/sources"
 	"github.com/tokenbroker/tokenbroker/sources/oauthtest"
 )
@@ -72,12 +74,12 @@ func TestDeadLockHolderIsReplacedAfterTheLease(t *testing.T) {
 	p.AddClient(oauthtest.Client{ID: "fw", RedirectURI: "http://127.0.0.1/cb", Dialect: oauthtest.Firework})
 	seed := p.IssueRefreshToken("fw")
 	const lease = 500 * time.Millisecond
-	store, _ := NewRedisStore(RedisOptions{Client: srv.Client(), LockTTL: lease})
+	rs, _ := redisstore.New(redisstore.Options{Client: srv.Client(), LockTTL: lease})
 	obs := &heldObserver{}
 	// Refreshing at 40-50% of the life (not 75-85%) ends the dead holder's
 	// lease, one lease after the refresh point, >= 1.5 s before handouts need
 	// the new token (at 5 s), so a slow machine cannot fail a handout.
-	b, err := New(Options{Store: store, Logger: quiet, PeerWait: 200 * time.Millisecond, RefreshAt: 0.5, Observer: obs},
+	b, err := New(Options{Store: rs, Logger: quiet, PeerWait: 200 * time.Millisecond, RefreshAt: 0.5, Observer: obs},
 		[]Credential{fleetCred(p, seed)})
 	if err != nil {
 		t.Fatal(err)
@@ -103,7 +105,7 @@ func TestDeadLockHolderIsReplacedAfterTheLease(t *testing.T) {
 	// refresh is sure to find it, and never extends or releases it (Obtain,
 	// not Lock, which would start an extender). Its TTL ends one lease after
 	// the refresh point, as if it had extended until then and died.
-	dead, _ := NewRedisStore(RedisOptions{Client: srv.Client()})
+	dead := redislock.New(srv.Client())
 	before := time.Now() // the lock's TTL starts after this
 	if d := st.NextRefresh.Sub(before); d < time.Second {
 		t.Fatalf("the refresh point is only %v away; too close to take the lock first", d)
@@ -112,7 +114,7 @@ func TestDeadLockHolderIsReplacedAfterTheLease(t *testing.T) {
 	ttl := (st.NextRefresh.Sub(before) + lease).Truncate(time.Millisecond)
 	expires := before.Add(ttl)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	_, err = dead.locker.Obtain(ctx, dead.lockKey(b.creds["fw"].key), ttl, nil)
+	_, err = dead.Obtain(ctx, "tokenbroker:{"+b.creds["fw"].key+"}:lock", ttl, nil)
 	cancel()
 	if err != nil {
 		t.Fatal(err)
@@ -185,8 +187,8 @@ func countedBroker(t *testing.T) (*redistest.Server, *Broker, *countingHook) {
 	c := srv.Client()
 	hook := &countingHook{}
 	c.AddHook(hook)
-	store, _ := NewRedisStore(RedisOptions{Client: c})
-	b, err := New(Options{Store: store, Logger: quiet}, []Credential{fleetCred(p, p.IssueRefreshToken("fw"))})
+	st, _ := redisstore.New(redisstore.Options{Client: c})
+	b, err := New(Options{Store: st, Logger: quiet}, []Credential{fleetCred(p, p.IssueRefreshToken("fw"))})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker/redistest"
-	"github.com/tokenbroker/tokenbroker/sources"
+	"github.com/tokenbroker/tokenbroker/broker/store/file"
+	"github.com/tokenbroker/tokenbroker/broker/store/fleet"
+	"github.com/tokenbroker/tokenbroker/internal/crashpoint"
 	"github.com/tokenbroker/tokenbroker/sources/oauthtest"
 )
 
@@ -21,12 +23,12 @@ type fleetMember struct {
 
 func startMember(t *testing.T, dir string, srv *redistest.Server, p *oauthtest.Provider, seed string) *fleetMember {
 	t.Helper()
-	local, err := OpenFileStore(dir)
+	local, err := file.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	store := &FleetStore{Local: local, Shared: newRedisStore(t, srv, 2*time.Second), Logger: quiet}
-	b, err := New(Options{Store: store, Logger: quiet, PeerWait: 300 * time.Millisecond}, []Credential{fleetCred(p, seed)})
+	st := fleet.New(local, newRedisStore(t, srv, 2*time.Second), fleet.Options{Logger: quiet})
+	b, err := New(Options{Store: st, Logger: quiet, PeerWait: 300 * time.Millisecond}, []Credential{fleetCred(p, seed)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +136,7 @@ func TestReturningBrokerDoesNotSpendAnOldRefreshTokenAfterRedisLostData(t *testi
 	}
 	srv.Flush()
 	b = startMember(t, dirB, srv, p, seed)
-	b.b.opts.Store.(*FleetStore).SettleTime = 5 * time.Second // a loaded CI machine is slow to answer
+	b.b.opts.Store.(*fleet.Store).SettleTime = 5 * time.Second // a loaded CI machine is slow to answer
 	refreshWithoutReuse(t, p, a, b)
 }
 
@@ -166,8 +168,8 @@ func TestRecordSavedWhileRedisWasDownReachesPeersInTime(t *testing.T) {
 	handoutValid(t, p, b, "first handout on b")
 
 	var once sync.Once
-	a.b.opts.CrashPoint = func(step string) {
-		if step == CrashAfterAnswer {
+	a.b.onStep = func(step string) {
+		if step == crashpoint.AfterAnswer {
 			once.Do(srv.Kill)
 		}
 	}
@@ -211,7 +213,7 @@ func settlingRefresh(t *testing.T, settle time.Duration) (srv *redistest.Server,
 	m.stop()
 	srv.Flush()
 	m = startMember(t, dir, srv, p, seed) // puts its record back
-	m.b.opts.Store.(*FleetStore).SettleTime = settle
+	m.b.opts.Store.(*fleet.Store).SettleTime = settle
 	before = p.Stats().TokenRequests
 	done = make(chan error, 1)
 	go func() { done <- m.b.Refresh(context.Background(), "fw") }()
@@ -225,43 +227,6 @@ func settlingRefresh(t *testing.T, settle time.Duration) (srv *redistest.Server,
 		}
 	}
 	return srv, p, m, before, done
-}
-
-// The offer loop alone: a record saved while Redis was down reaches Redis
-// once it is back, with no read or resubscription to carry it there.
-func TestRecordSavedWhileRedisWasDownIsOfferedAgain(t *testing.T) {
-	srv := redistest.Start(t)
-	local, err := OpenFileStore(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	shared := newRedisStore(t, srv, 2*time.Second)
-	fs := &FleetStore{Local: local, Shared: shared, Logger: quiet}
-	ctx, cancel := context.WithCancel(context.Background())
-	watched := make(chan struct{})
-	go func() { defer close(watched); _ = fs.Watch(ctx, func(string) {}) }()
-	defer func() { cancel(); <-watched }()
-
-	now := time.Now()
-	rec := func(gen uint64) Record {
-		return Record{Generation: gen, UpdatedAt: now, Token: sources.Token{AccessToken: sources.NewSecret(fmt.Sprint("at", gen)), IssuedAt: now, Expiry: now.Add(time.Hour)}}
-	}
-	if err := fs.Save(ctx, "k", rec(1)); err != nil {
-		t.Fatal(err)
-	}
-	srv.Kill()
-	if err := fs.Save(ctx, "k", rec(2)); err != nil {
-		t.Fatalf("save while Redis is down: %v; want it kept locally", err)
-	}
-	srv.Restart()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if got, err := shared.Load(ctx, "k"); err == nil && got.Generation == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the record saved while Redis was down never reached Redis")
-		}
-	}
 }
 
 // rotatingSetup starts Redis and a Firework provider that rotates refresh

@@ -9,11 +9,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tokenbroker/tokenbroker/broker/store"
 	"github.com/tokenbroker/tokenbroker/sources"
 )
-
-// probeTurn asks a held probe lease whether it is still held.
-var _ HeldLease = (*redisLease)(nil)
 
 // maxRetryAfter caps the wait a provider can ask for: a hostile or broken
 // Retry-After must not park a credential for days.
@@ -37,7 +35,7 @@ type endpoint struct {
 	waiting []*cred   // due a refresh, waiting for a probe to succeed
 
 	leaseMu sync.Mutex
-	lease   Lease // the fleet probe lock, held while this broker probes
+	lease   store.Lock // the fleet probe lock, held while this broker probes
 }
 
 func newEndpoint(key, provider string) *endpoint {
@@ -206,19 +204,15 @@ func (b *Broker) probeTurn(ctx context.Context, ep *endpoint) bool {
 	ep.leaseMu.Lock()
 	defer ep.leaseMu.Unlock()
 	if ep.lease != nil {
-		hl, ok := ep.lease.(HeldLease)
-		if !ok {
+		if held, err := ep.lease.Held(ctx); err == nil && held {
 			return true
 		}
-		if held, err := hl.Held(ctx); err == nil && held {
-			return true
-		}
-		b.releaseLease(ctx, ep.lease)
+		releaseLock(ctx, ep.lease)
 		ep.lease = nil
 	}
 	lease, err := b.opts.Store.Lock(ctx, ep.lockKey)
 	switch {
-	case errors.Is(err, ErrLockHeld):
+	case errors.Is(err, store.ErrLockHeld):
 		return false
 	case err != nil:
 		b.log.Warn("cannot take the fleet's probe lock; probing without it", "provider", ep.provider, "err", err)
@@ -228,18 +222,12 @@ func (b *Broker) probeTurn(ctx context.Context, ep *endpoint) bool {
 	return true
 }
 
-func (b *Broker) releaseLease(ctx context.Context, l Lease) {
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-	defer cancel()
-	_ = l.Release(rctx)
-}
-
 // dropProbeLease gives the fleet's probe lock back.
 func (b *Broker) dropProbeLease(ep *endpoint) {
 	ep.leaseMu.Lock()
 	defer ep.leaseMu.Unlock()
 	if ep.lease != nil {
-		b.releaseLease(context.Background(), ep.lease)
+		releaseLock(context.Background(), ep.lease)
 		ep.lease = nil
 	}
 }

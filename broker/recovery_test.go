@@ -9,6 +9,9 @@ import (
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker/redistest"
+	"github.com/tokenbroker/tokenbroker/broker/store"
+	"github.com/tokenbroker/tokenbroker/broker/store/file"
+	"github.com/tokenbroker/tokenbroker/broker/store/fleet"
 	"github.com/tokenbroker/tokenbroker/sources"
 	"github.com/tokenbroker/tokenbroker/sources/oauthtest"
 )
@@ -52,25 +55,25 @@ func TestRecoveryFromAnOutage(t *testing.T) {
 			if tc.fleet > 1 {
 				srv = redistest.Start(t)
 			}
-			fleet := make([]*Broker, tc.fleet)
-			for i := range fleet {
-				var store Store = openStore(t, t.TempDir())
+			brokers := make([]*Broker, tc.fleet)
+			for i := range brokers {
+				var st store.Store = openStore(t, t.TempDir())
 				if srv != nil {
 					// The default lease: a probe lock that lapses under load
 					// would let a second broker probe.
-					store = &FleetStore{Local: store, Shared: newRedisStore(t, srv, 15*time.Second), Logger: quiet}
+					st = fleet.New(st.(*file.Store), newRedisStore(t, srv, 15*time.Second), fleet.Options{Logger: quiet})
 				}
-				b, err := New(Options{Store: store, Logger: quiet, ProbeInterval: probe, PeerWait: 300 * time.Millisecond}, creds)
+				b, err := New(Options{Store: st, Logger: quiet, ProbeInterval: probe, PeerWait: 300 * time.Millisecond}, creds)
 				if err != nil {
 					t.Fatal(err)
 				}
 				if err := b.Start(context.Background()); err != nil {
 					t.Fatal(err)
 				}
-				t.Cleanup(func() { b.Close(); store.Close() })
-				fleet[i] = b
+				t.Cleanup(func() { b.Close(); st.Close() })
+				brokers[i] = b
 			}
-			if _, _, ok := allFresh(fleet, creds, time.Now().Add(30*time.Second)); !ok {
+			if _, _, ok := allFresh(brokers, creds, time.Now().Add(30*time.Second)); !ok {
 				t.Fatal("not every credential had a token within 30 s of the start")
 			}
 
@@ -94,7 +97,7 @@ func TestRecoveryFromAnOutage(t *testing.T) {
 				t.Errorf("%d requests in %v of outage for %d credentials on %d brokers; want at most %d (one probe per %v)",
 					steady, window.Round(time.Millisecond), tc.creds, tc.fleet, limit, probe)
 			}
-			first, last, ok := allFresh(fleet, creds, up.Add(probe+30*time.Second))
+			first, last, ok := allFresh(brokers, creds, up.Add(probe+30*time.Second))
 			if !ok {
 				t.Fatalf("not every credential on every broker had a fresh token within %v of the recovery", probe+30*time.Second)
 			}

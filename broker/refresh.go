@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tokenbroker/tokenbroker/broker/store"
+	"github.com/tokenbroker/tokenbroker/internal/crashpoint"
 	"github.com/tokenbroker/tokenbroker/sources"
 )
 
@@ -134,7 +136,7 @@ func (b *Broker) runRefresh(ctx context.Context, c *cred) {
 		if adopted {
 			result = ResultAdopted
 		}
-	case errors.Is(err, ErrLockHeld):
+	case errors.Is(err, store.ErrLockHeld):
 		// A peer is refreshing: not a failure, look again shortly.
 		next = now.Add(b.opts.PeerWait)
 		result = ResultPeer
@@ -208,46 +210,43 @@ func (b *Broker) runRefresh(ctx context.Context, c *cred) {
 // refresh obtains a new token for c from its source, under the store's lock,
 // and writes it durably before anyone is handed the new access token.
 func (b *Broker) refresh(ctx context.Context, c *cred) error {
-	lockStart := time.Now()
-	lease, err := b.opts.Store.Lock(ctx, c.key)
-	b.opts.Observer.LockWaited(c.Name, time.Since(lockStart), lockOutcome(err))
-	switch {
-	case errors.Is(err, ErrLockHeld):
-		return b.awaitPeer(ctx, c)
-	case err != nil && !b.mayRefreshUnlocked(c):
-		return fmt.Errorf("taking the refresh lock: %w (a refresh token is never spent without it; the token in hand is served until it expires)", err)
-	case err != nil:
-		b.log.Warn("refreshing without the fleet lock", "credential", c.Name, "err", err)
-		lease = noLease{}
-	}
-	defer func() {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		defer cancel()
-		_ = lease.Release(rctx)
-	}()
-
-	// Someone may have refreshed while we waited for the lock.
-	adopted, err := b.adoptStored(ctx, c)
 	c.mu.Lock()
 	spends := c.Source.Spends(c.tok)
 	c.mu.Unlock()
-	if s, ok := b.opts.Store.(Settler); ok && err == nil && spends {
-		// The record we hold may have been put back over a lost shared
-		// copy; a peer may hold a newer one, whose refresh token we would
-		// otherwise spend a second time.
-		var waited, again bool
-		if waited, err = s.Settle(ctx, c.key); waited {
-			again, err = b.adoptStored(ctx, c)
-			adopted = adopted || again
-			// A store that lost its data may lose the lock with it, and a
-			// peer may hold it now: never spend on a lock we no longer have.
-			if hl, ok := lease.(HeldLease); ok && err == nil {
-				if held, herr := hl.Held(ctx); herr != nil || !held {
-					err = fmt.Errorf("the refresh lock was lost while waiting for peers (Redis lost its data?): %w", ErrLockHeld)
-				}
-			}
+	mode := store.Mode(0)
+	if spends {
+		// The record a fleet store put back over a lost shared copy may be
+		// older than a peer's, whose refresh token we would otherwise spend
+		// a second time: the claim settles first.
+		mode = store.Spend
+	}
+	lockStart := time.Now()
+	claim, err := b.opts.Store.Acquire(ctx, c.key, mode)
+	b.opts.Observer.LockWaited(c.Name, time.Since(lockStart), lockOutcome(err))
+	switch {
+	case errors.Is(err, store.ErrLockLost):
+		return err
+	case errors.Is(err, store.ErrLockHeld):
+		return b.awaitPeer(ctx, c)
+	case err != nil && spends:
+		// A refresh token is never spent without the lock: every broker of
+		// the fleet would reach that decision at once, and a provider that
+		// detects reuse then revokes the grant for all of them, which needs
+		// an operator to authorize again. Waiting for Redis costs at most an
+		// outage of this credential that ends by itself. Grants without a
+		// refresh token share no secret state, so they may go on.
+		return fmt.Errorf("taking the refresh lock: %w (a refresh token is never spent without it; the token in hand is served until it expires)", err)
+	case err != nil:
+		b.log.Warn("refreshing without the fleet lock", "credential", c.Name, "err", err)
+		if claim, err = b.opts.Store.Acquire(ctx, c.key, store.NoLock); err != nil {
+			return err
 		}
 	}
+	defer releaseLock(ctx, claim)
+
+	// Someone may have refreshed while we waited for the lock.
+	cur, err := claim.Current()
+	adopted, err := b.adopt(c, cur, err)
 	c.mu.Lock()
 	force := c.force
 	c.force = false
@@ -263,7 +262,7 @@ func (b *Broker) refresh(ctx context.Context, c *cred) error {
 	if unsaved {
 		// A token we hold was never written: write it before spending its
 		// refresh token, so a crash now cannot lose it.
-		if err := b.save(ctx, c, Record{Generation: gen, Token: prev, Seed: c.seed, UpdatedAt: time.Now()}); err != nil {
+		if err := b.save(ctx, c, claim, store.Record{Generation: gen, Token: prev, Seed: c.seed, UpdatedAt: time.Now()}); err != nil {
 			return err
 		}
 		if !force && prev.Valid(time.Now(), minTTL(&prev)) {
@@ -277,7 +276,7 @@ func (b *Broker) refresh(ctx context.Context, c *cred) error {
 		// starts once the stop has begun.
 		return errStopping
 	}
-	b.crashPoint(CrashBeforeRequest)
+	b.step(crashpoint.BeforeRequest)
 	c.mu.Lock()
 	lostBefore := c.answerLost
 	c.mu.Unlock()
@@ -310,38 +309,25 @@ func (b *Broker) refresh(ctx context.Context, c *cred) error {
 	if err != nil {
 		return &requestError{err}
 	}
-	b.crashPoint(CrashAfterAnswer)
-	rec := Record{Generation: gen + 1, Token: tok, Seed: c.seed, UpdatedAt: time.Now()}
+	b.step(crashpoint.AfterAnswer)
+	rec := store.Record{Generation: gen + 1, Token: tok, Seed: c.seed, UpdatedAt: time.Now()}
 	c.mu.Lock()
 	// Held in memory at once, so this process cannot lose a rotated refresh
 	// token; handed out only once it is durable.
 	c.hold(rec)
 	c.unsaved = true
 	c.mu.Unlock()
-	return b.save(ctx, c, rec)
+	return b.save(ctx, c, claim, rec)
 }
 
 func lockOutcome(err error) string {
 	switch {
-	case err == nil:
+	case err == nil || errors.Is(err, store.ErrLockLost): // taken, then lost while settling
 		return "acquired"
-	case errors.Is(err, ErrLockHeld):
+	case errors.Is(err, store.ErrLockHeld):
 		return "held"
 	}
 	return "error"
-}
-
-// mayRefreshUnlocked decides whether c may be refreshed while the shared
-// lock cannot be taken (the store is unreachable). Grants without a refresh
-// token share no secret state, so they may. A refresh token is never spent
-// without the lock: every broker of the fleet would reach that decision at
-// once, and a provider that detects reuse then revokes the grant for all of
-// them, which needs an operator to authorize again. Waiting for Redis costs
-// at most an outage of this credential that ends by itself.
-func (b *Broker) mayRefreshUnlocked(c *cred) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return !c.Source.Spends(c.tok)
 }
 
 // errNotSent ends a request that could not be sent within RequestTimeout.
@@ -402,11 +388,11 @@ func (b *Broker) request(ctx context.Context, c *cred, prev sources.Token) (sour
 	return sources.Token{}, err
 }
 
-// save writes rec, clears c.unsaved and hands rec out. When a newer record
-// is stored, that record wins and is adopted.
-func (b *Broker) save(ctx context.Context, c *cred, rec Record) error {
-	err := b.opts.Store.Save(ctx, c.key, rec)
-	if errors.Is(err, ErrStale) {
+// save commits rec under claim, clears c.unsaved and hands rec out. When a
+// newer record is stored, that record wins and is adopted.
+func (b *Broker) save(ctx context.Context, c *cred, claim store.Claim, rec store.Record) error {
+	err := claim.Commit(ctx, rec)
+	if errors.Is(err, store.ErrStale) {
 		stored, lerr := b.opts.Store.Load(ctx, c.key)
 		if lerr != nil {
 			return fmt.Errorf("reading the stored token after a refused save: %w", lerr)
@@ -429,7 +415,7 @@ func (b *Broker) save(ctx context.Context, c *cred, rec Record) error {
 	if err != nil {
 		return fmt.Errorf("saving the new token: %w (it is kept in memory and saved on the next attempt)", err)
 	}
-	b.crashPoint(CrashAfterSave)
+	b.step(crashpoint.AfterSave)
 	c.mu.Lock()
 	if c.gen == rec.Generation {
 		c.unsaved = false
@@ -445,10 +431,15 @@ func (b *Broker) save(ctx context.Context, c *cred, rec Record) error {
 // waste a refresh (or spend a rotated refresh token twice).
 func (b *Broker) adoptStored(ctx context.Context, c *cred) (adopted bool, err error) {
 	rec, err := b.opts.Store.Load(ctx, c.key)
-	if errors.Is(err, ErrNotFound) {
+	return b.adopt(c, rec, err)
+}
+
+// adopt is adoptStored of a record already read.
+func (b *Broker) adopt(c *cred, rec store.Record, err error) (adopted bool, _ error) {
+	if errors.Is(err, store.ErrNotFound) {
 		return false, nil
 	}
-	if errors.Is(err, ErrCorrupt) {
+	if errors.Is(err, store.ErrCorrupt) {
 		b.log.Warn("the stored token is unreadable; the next refresh replaces it", "credential", c.Name, "err", err)
 		return false, nil
 	}
@@ -491,7 +482,7 @@ func (b *Broker) awaitPeer(ctx context.Context, c *cred) error {
 	adopted = adopted || c.upToDate(time.Now())
 	c.mu.Unlock()
 	if !adopted {
-		return ErrLockHeld
+		return store.ErrLockHeld
 	}
 	return errAdopted
 }
@@ -505,7 +496,14 @@ func (c *cred) upToDate(now time.Time) bool {
 	return !c.unsaved && c.tok.Valid(now, minTTL(&c.tok)) && now.Before(c.nextRefresh)
 }
 
-// peerChanged is called by a Watcher store when another broker wrote key,
+// releaseLock gives l back, even after ctx ended.
+func releaseLock(ctx context.Context, l store.Lock) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	_ = l.Release(rctx)
+}
+
+// peerChanged is called by the store's Watch when another broker wrote key,
 // or with "" when every credential must be read again.
 func (b *Broker) peerChanged(key string) {
 	if key == "" {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/api"
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/broker/store/file"
 	"github.com/tokenbroker/tokenbroker/sources"
 	"github.com/tokenbroker/tokenbroker/sources/oauthtest"
 )
@@ -106,17 +107,17 @@ func scaleRun(t *testing.T, n int, wired bool) {
 				"scope": {strings.Join(scopes, " ")}, "subject": {""}}.Encode()})
 	}
 	memCreds, _ := memNow()
-	store, err := broker.OpenFileStore(dir)
+	st, err := file.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer store.Close()
+	defer st.Close()
 	if metrics != nil { // as serve does, before the broker starts
 		for _, c := range creds {
 			metrics.AddCredential(c.Name, c.Provider)
 		}
 	}
-	b, err := broker.New(broker.Options{Store: store, Logger: log, Observer: obs, ProviderConcurrency: concurrency}, creds)
+	b, err := broker.New(broker.Options{Store: st, Logger: log, Observer: obs, ProviderConcurrency: concurrency}, creds)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,8 +10,8 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/tokenbroker/tokenbroker/broker/redistest"
 	"github.com/tokenbroker/tokenbroker/internal/tbtest"
+	"github.com/tokenbroker/tokenbroker/broker/store/file"
 	"github.com/tokenbroker/tokenbroker/sources"
 	"github.com/tokenbroker/tokenbroker/sources/oauthtest"
 )
@@ -30,12 +30,12 @@ func (o *slowObserver) AnswerLost(string)  { o.lost.Add(1) }
 // closes it.
 func watchedBroker(t *testing.T, opts Options, c Credential) (*Broker, *tbtest.SyncBuffer, *slowObserver) {
 	t.Helper()
-	store, err := OpenFileStore(t.TempDir())
+	st, err := file.Open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	logs, obs := &tbtest.SyncBuffer{}, &slowObserver{}
-	opts.Store, opts.Logger, opts.Observer = store, slog.New(slog.NewTextHandler(logs, nil)), obs
+	opts.Store, opts.Logger, opts.Observer = st, slog.New(slog.NewTextHandler(logs, nil)), obs
 	b, err := New(opts, []Credential{c})
 	if err != nil {
 		t.Fatal(err)
@@ -94,11 +94,11 @@ func TestLostAnswerPasswordStartsOver(t *testing.T) {
 	e := &sources.Endpoint{Dialect: &d, Client: sources.Client{ID: "vs"}}
 	src := &sources.PasswordSource{Endpoint: e, Username: "demo",
 		Secrets: sources.StaticSecrets(sources.Secrets{ClientSecret: sources.NewSecret("vs-secret"), Password: sources.NewSecret("demo-password")})}
-	store, err := OpenFileStore(t.TempDir())
+	fs, err := file.Open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := start(t, store, Credential{Name: "vs", Provider: "vsrs", Source: src, Fingerprint: "fp-vs"})
+	b := start(t, fs, Credential{Name: "vs", Provider: "vsrs", Source: src, Fingerprint: "fp-vs"})
 	defer b.Close()
 	first := mustToken(t, b, "vs")
 	if err := b.Refresh(context.Background(), "vs"); err != nil { // the refresh token is used
@@ -115,27 +115,6 @@ func TestLostAnswerPasswordStartsOver(t *testing.T) {
 	if st.ReuseEvents != 0 || st.ByGrant["password"] != 2 || st.ByGrant["refresh_token"] != 2 || !p.Valid(h.AccessToken.Reveal()) || h.AccessToken.Equal(first.AccessToken) {
 		t.Errorf("reuse %d, grants %v, handout valid %v; want 0 reuse, password twice (first, after the loss), refresh_token twice, a valid new token",
 			st.ReuseEvents, st.ByGrant, p.Valid(h.AccessToken.Reveal()))
-	}
-}
-
-// A lease held for a slow provider outlives an extension that fails
-// (Redis paused past one tick): the next tick extends it again.
-func TestLeaseOutlivesAFailedExtension(t *testing.T) {
-	rs := redistest.Start(t)
-	const ttl = 3 * time.Second // extended every second
-	store, _ := NewRedisStore(RedisOptions{Client: rs.Client(), LockTTL: ttl, OpTimeout: 100 * time.Millisecond})
-	lease, err := store.Lock(context.Background(), "k")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lease.Release(context.Background())
-	rs.Pause() // past the first tick: that extension fails
-	time.Sleep(1500 * time.Millisecond)
-	rs.Resume()
-	time.Sleep(ttl) // past the lease the last good extension gave
-	held, err := lease.(HeldLease).Held(context.Background())
-	if err != nil || !held {
-		t.Errorf("held %v (%v) after a failed extension; want the lease extended again", held, err)
 	}
 }
 

@@ -23,6 +23,7 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/api"
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/broker/store/file"
 	"github.com/tokenbroker/tokenbroker/sources"
 	"github.com/tokenbroker/tokenbroker/sources/oauthtest"
 )
@@ -73,7 +74,7 @@ func startSelf(dir string, withAccess bool, stderr io.Writer) (_ *selfBroker, er
 	// The daemon logs JSON at Info; Warn keeps the report readable and costs
 	// the hot path the same (its only log call is an Enabled(Debug) check).
 	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	store, err := broker.OpenFileStore(filepath.Join(dir, "state"))
+	store, err := file.Open(filepath.Join(dir, "state"))
 	if err != nil {
 		return nil, err
 	}

@@ -4,13 +4,15 @@ import (
 	"errors"
 	"net/http"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/broker/redistest"
+	"github.com/tokenbroker/tokenbroker/internal/crashpoint"
 	"github.com/tokenbroker/tokenbroker/internal/tbtest"
 	"github.com/tokenbroker/tokenbroker/sources/oauthtest"
 )
@@ -36,6 +38,40 @@ func rotatingEnviron(t *testing.T, p *oauthtest.Provider, refresh, redisURL stri
 	), h.Socket
 }
 
+var crashBuild struct {
+	once sync.Once
+	path string
+	out  []byte
+	err  error
+}
+
+// crashBinary builds, once, the daemon with -tags crashtest: only that
+// build honours TOKENBROKER_TEST_CRASH_AT.
+func crashBinary(t *testing.T) string {
+	t.Helper()
+	crashBuild.once.Do(func() {
+		crashBuild.path = filepath.Join(filepath.Dir(binary), "tokenbroker-crashtest")
+		crashBuild.out, crashBuild.err = exec.Command("go", "build", "-race", "-tags", "crashtest", "-o", crashBuild.path, ".").CombinedOutput()
+	})
+	if crashBuild.err != nil {
+		t.Fatalf("building the crashtest binary: %v\n%s", crashBuild.err, crashBuild.out)
+	}
+	return crashBuild.path
+}
+
+// A release build has no crash points: it refuses to start when asked to
+// crash, rather than ignore it silently.
+func TestCrashPointNeedsTheCrashtestBuild(t *testing.T) {
+	p := oauthtest.StartTest(t, oauthtest.Options{AccessLifetime: time.Hour, Rotate: true})
+	env, _ := rotatingEnviron(t, p, "rt", "redis://127.0.0.1:1")
+	cmd := exec.Command(binary, "serve")
+	cmd.Env = append(env, "TOKENBROKER_TEST_CRASH_AT="+crashpoint.AfterSave)
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "-tags crashtest") {
+		t.Errorf("release binary with TOKENBROKER_TEST_CRASH_AT: %v\n%s\nwant a refusal naming -tags crashtest", err, out)
+	}
+}
+
 // A broker killed with SIGKILL at each step of a refresh, then restarted
 // beside a peer: the rotated refresh token is never used twice and never
 // lost, except when the process dies holding the provider's answer before
@@ -43,7 +79,7 @@ func rotatingEnviron(t *testing.T, p *oauthtest.Provider, refresh, redisURL stri
 // refresh token existed only in the dead process). Then the broker says
 // to authorize again, and the provider sees the one reuse that proves it.
 func TestCrashAtEveryRefreshStep(t *testing.T) {
-	for _, step := range []string{broker.CrashBeforeRequest, broker.CrashAfterAnswer, broker.CrashBetweenStores, broker.CrashAfterSave} {
+	for _, step := range []string{crashpoint.BeforeRequest, crashpoint.AfterAnswer, crashpoint.BetweenStores, crashpoint.AfterSave} {
 		t.Run(step, func(t *testing.T) {
 			srv := redistest.Start(t)
 			p := oauthtest.StartTest(t, oauthtest.Options{AccessLifetime: time.Hour, Rotate: true})
@@ -54,7 +90,7 @@ func TestCrashAtEveryRefreshStep(t *testing.T) {
 
 			// A dies at the step during its first refresh.
 			logs := &tbtest.SyncBuffer{}
-			cmd := exec.Command(binary, "serve")
+			cmd := exec.Command(crashBinary(t), "serve")
 			cmd.Env = append(envA, "TOKENBROKER_LOG_FORMAT=json", "TOKENBROKER_TEST_CRASH_AT="+step)
 			cmd.Stdout, cmd.Stderr = logs, logs
 			if err := cmd.Start(); err != nil {
@@ -88,7 +124,7 @@ func TestCrashAtEveryRefreshStep(t *testing.T) {
 					break
 				}
 			}
-			if step == broker.CrashAfterAnswer {
+			if step == crashpoint.AfterAnswer {
 				if status != 503 || !strings.Contains(h.Description, "authoriz") {
 					t.Errorf("after losing the provider's answer: %d %q; want 503 asking to authorize again", status, h.Description)
 				}

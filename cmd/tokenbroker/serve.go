@@ -11,13 +11,18 @@ import (
 	"os"
 	"runtime/debug"
 	"strings"
-	"syscall"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tokenbroker/tokenbroker/api"
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/broker/store"
+	"github.com/tokenbroker/tokenbroker/broker/store/file"
+	"github.com/tokenbroker/tokenbroker/broker/store/fleet"
+	redisstore "github.com/tokenbroker/tokenbroker/broker/store/redis"
+	"github.com/tokenbroker/tokenbroker/broker/store/seal"
 	"github.com/tokenbroker/tokenbroker/cmd/tokenbroker/internal/config"
+	"github.com/tokenbroker/tokenbroker/internal/crashpoint"
 	"github.com/tokenbroker/tokenbroker/sources"
 )
 
@@ -77,11 +82,11 @@ func serve(ctx context.Context, cfg Config, environ func() []string, log *slog.L
 	if err := harden(); err != nil {
 		log.Warn("cannot disable core dumps; secrets could land in a core file", "err", err)
 	}
-	local, err := broker.OpenFileStore(cfg.StateDir)
+	local, err := file.Open(cfg.StateDir)
 	if err != nil {
 		return err
 	}
-	sealer, err := broker.NewSealer(cfg.EncryptionKeys)
+	sealer, err := seal.NewSealer(cfg.EncryptionKeys)
 	if err != nil {
 		return err
 	}
@@ -90,21 +95,23 @@ func serve(ctx context.Context, cfg Config, environ func() []string, log *slog.L
 	}
 	local.Sealer = sealer
 	metrics := api.NewMetrics(api.MetricsOptions{Version: version, PerCredential: cfg.MetricsPerCredential})
-	crash := crashPoint(cfg.CrashAt)
-	var store broker.Store = local
+	if err := crashpoint.Arm(cfg.CrashAt); err != nil {
+		return err
+	}
+	var st store.Store = local
 	if cfg.Redis != nil {
 		redis.SetLogger(redisLog{log})
 		rc := redis.NewUniversalClient(cfg.Redis)
 		defer rc.Close()
 		rc.AddHook(redisErrors{metrics})
-		shared, err := broker.NewRedisStore(broker.RedisOptions{Client: rc, Prefix: cfg.RedisPrefix, LockTTL: cfg.RedisLockTTL, Sealer: sealer})
+		shared, err := redisstore.New(redisstore.Options{Client: rc, Prefix: cfg.RedisPrefix, LockTTL: cfg.RedisLockTTL, Sealer: sealer})
 		if err != nil {
 			return err
 		}
-		store = &broker.FleetStore{Local: local, Shared: shared, Logger: log, CrashPoint: crash}
+		st = fleet.New(local, shared, fleet.Options{Logger: log})
 		log.Info("fleet mode: sharing tokens through Redis", "redis", cfg.Redis.Addrs, "sentinel_master", cfg.Redis.MasterName, "prefix", cfg.RedisPrefix)
 	}
-	defer store.Close()
+	defer st.Close()
 
 	hc := &http.Client{Timeout: cfg.RequestTimeout}
 	n := len(cfg.Credentials)
@@ -139,7 +146,7 @@ func serve(ctx context.Context, cfg Config, environ func() []string, log *slog.L
 	// back what parsing the environment cost (megabytes at 5,000).
 	cfg.Credentials = nil
 	b, err := broker.New(broker.Options{
-		Store:               store,
+		Store:               st,
 		Logger:              log,
 		RefreshAt:           cfg.RefreshAt,
 		HandoutWait:         cfg.HandoutWait,
@@ -149,7 +156,6 @@ func serve(ctx context.Context, cfg Config, environ func() []string, log *slog.L
 		BackoffMax:          cfg.BackoffMax,
 		ProviderConcurrency: cfg.ProviderConcurrency,
 		Observer:            metrics,
-		CrashPoint:          crash,
 	}, creds)
 	if err != nil {
 		return err
@@ -211,21 +217,6 @@ func serve(ctx context.Context, cfg Config, environ func() []string, log *slog.L
 	}
 	log.Info("tokenbroker stopped")
 	return nil
-}
-
-// crashPoint returns, when TOKENBROKER_TEST_CRASH_AT names a refresh step
-// (broker.CrashBeforeRequest, ...), a hook that kills this process with
-// SIGKILL the first time a refresh reaches it. Crash tests only.
-func crashPoint(at string) func(string) {
-	if at == "" {
-		return nil
-	}
-	return func(step string) {
-		if step == at {
-			fmt.Fprintf(os.Stderr, "tokenbroker: crash point %s: SIGKILL\n", step)
-			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
-		}
-	}
 }
 
 // serveMetrics serves /metrics, and nothing else, on a TCP address.

@@ -13,7 +13,10 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/broker/redistest"
+	"github.com/tokenbroker/tokenbroker/broker/store/file"
+	redisstore "github.com/tokenbroker/tokenbroker/broker/store/redis"
 	"github.com/tokenbroker/tokenbroker/internal/fositetest"
+	"github.com/tokenbroker/tokenbroker/internal/tbtest"
 	"github.com/tokenbroker/tokenbroker/sources"
 )
 
@@ -52,13 +55,13 @@ func (o *slowObserver) LockWaited(_ string, _ time.Duration, outcome string) {
 // watchedBroker starts a broker of c on a state dir, logging to the
 // returned buffer and observed by the returned observer; the test's end
 // closes it.
-func watchedBroker(t *testing.T, opts broker.Options, c broker.Credential) (*broker.Broker, *lockedBuffer, *slowObserver) {
+func watchedBroker(t *testing.T, opts broker.Options, c broker.Credential) (*broker.Broker, *tbtest.SyncBuffer, *slowObserver) {
 	t.Helper()
-	store, err := broker.OpenFileStore(t.TempDir())
+	store, err := file.Open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs, obs := &lockedBuffer{}, &slowObserver{}
+	logs, obs := &tbtest.SyncBuffer{}, &slowObserver{}
 	opts.Store, opts.Logger, opts.Observer = store, slog.New(slog.NewTextHandler(logs, nil)), obs
 	b, err := broker.New(opts, []broker.Credential{c})
 	if err != nil {
@@ -69,24 +72,6 @@ func watchedBroker(t *testing.T, opts broker.Options, c broker.Credential) (*bro
 	}
 	t.Cleanup(func() { b.Close() })
 	return b, logs, obs
-}
-
-// lockedBuffer is a log sink safe for the broker's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func mustToken(t *testing.T, b *broker.Broker, name string) broker.Handout {
@@ -155,7 +140,7 @@ func TestSlowLockHolderKeepsTheFleetFromSpending(t *testing.T) {
 	var brokers []*broker.Broker
 	var obs []*slowObserver
 	for range 3 {
-		store, _ := broker.NewRedisStore(broker.RedisOptions{Client: rs.Client(), LockTTL: lockTTL})
+		store, _ := redisstore.New(redisstore.Options{Client: rs.Client(), LockTTL: lockTTL})
 		o := &slowObserver{}
 		b, err := broker.New(broker.Options{Store: store, Logger: slog.New(slog.DiscardHandler), Observer: o, PeerWait: 50 * time.Millisecond,
 			RequestTimeout: timeout, AnswerTimeout: time.Minute}, []broker.Credential{fositeCred(t, srv, seed)})

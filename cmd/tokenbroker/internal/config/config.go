@@ -17,6 +17,7 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/api"
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/broker/store/seal"
 	"github.com/tokenbroker/tokenbroker/sources"
 )
 
@@ -44,7 +45,7 @@ type Config struct {
 	RedisLockTTL time.Duration
 	// EncryptionKeys seal stored records (the first seals, all open); none
 	// means plaintext.
-	EncryptionKeys []broker.SealKey
+	EncryptionKeys []seal.SealKey
 
 	MetricsAddr          string
 	MetricsPerCredential bool

@@ -16,7 +16,7 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/api"
 	"github.com/tokenbroker/tokenbroker/api/client"
-	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/broker/store/seal"
 	"github.com/tokenbroker/tokenbroker/sources"
 )
 
@@ -87,7 +87,7 @@ func loadAccess(p *problems, g *Global, c *Config) {
 		}
 	}
 	if k := &g.EncryptionKey; k.ok() {
-		keys, err := broker.ParseKeys(k.V.Reveal())
+		keys, err := seal.ParseKeys(k.V.Reveal())
 		if err != nil {
 			p.errorf(k.given, "%v", err)
 		}

@@ -42,7 +42,7 @@ type Global struct {
 	SocketGroup          IDs                  `split_words:"true" type:"group" kind:"group" desc:"the socket's group (default the broker's)"`
 	AllowUids            IDs                  `split_words:"true" type:"users" kind:"user" desc:"who may fetch tokens: user ids or names (default anyone who can connect)"`
 	AllowGids            IDs                  `split_words:"true" type:"groups" kind:"group" desc:"who may fetch tokens: group ids or names"`
-	TestCrashAt          Value[string]        `split_words:"true" hidden:"true" desc:"crash tests only: the daemon kills itself at this refresh step"`
+	TestCrashAt          Value[string]        `split_words:"true" hidden:"true" desc:"crash tests only: the daemon kills itself at this refresh step (a -tags crashtest build; others refuse it)"`
 }
 
 // Redis are the fleet's settings: TOKENBROKER_REDIS_URL for one server, or

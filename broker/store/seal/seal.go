@@ -1,4 +1,6 @@
-package broker
+// Package seal encrypts stored records at rest (AES-256-GCM), for every
+// store alike.
+package seal
 
 import (
 	"crypto/aes"
@@ -6,16 +8,12 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"regexp"
 	"strings"
-)
 
-// ErrUnknownKey: a stored value was sealed with a key this broker does not
-// have. It is not corruption: the broker must refuse to start rather than
-// overwrite what another key can still read.
-var ErrUnknownKey = errors.New("stored record is sealed with an unknown key")
+	"github.com/tokenbroker/tokenbroker/broker/store"
+)
 
 // SealKey is one AES-256 key with its id. Printing it shows only the id.
 type SealKey struct {
@@ -129,25 +127,25 @@ func (s *Sealer) Open(value, aad []byte) (plain []byte, sealed bool, err error) 
 	}
 	id, body, ok := strings.Cut(rest, ".")
 	if !ok {
-		return nil, true, fmt.Errorf("%w: malformed envelope", ErrCorrupt)
+		return nil, true, fmt.Errorf("%w: malformed envelope", store.ErrCorrupt)
 	}
 	if s == nil || !s.Enabled() {
-		return nil, true, fmt.Errorf("%w %q: the store is encrypted; set TOKENBROKER_ENCRYPTION_KEY", ErrUnknownKey, clip(id))
+		return nil, true, fmt.Errorf("%w %q: the store is encrypted; set TOKENBROKER_ENCRYPTION_KEY", store.ErrUnknownKey, clip(id))
 	}
 	aead := s.aeads[id]
 	if aead == nil {
-		return nil, true, fmt.Errorf("%w %q: add that key to TOKENBROKER_ENCRYPTION_KEY (after the active one)", ErrUnknownKey, clip(id))
+		return nil, true, fmt.Errorf("%w %q: add that key to TOKENBROKER_ENCRYPTION_KEY (after the active one)", store.ErrUnknownKey, clip(id))
 	}
 	raw, err := base64.RawURLEncoding.DecodeString(body)
 	if err != nil || len(raw) < aead.NonceSize()+aead.Overhead() {
-		return nil, true, fmt.Errorf("%w: malformed envelope", ErrCorrupt)
+		return nil, true, fmt.Errorf("%w: malformed envelope", store.ErrCorrupt)
 	}
 	n := aead.NonceSize()
 	plain, err = aead.Open(nil, raw[:n], raw[n:], aad)
 	if err != nil {
 		// Wrong key material under a known id, or tampering: either way the
-		// record must not be overwritten, so this is not ErrCorrupt.
-		return nil, true, fmt.Errorf("%w: cannot decrypt with key %q (wrong key material, or the record was tampered with)", ErrUnknownKey, id)
+		// record must not be overwritten, so this is not store.ErrCorrupt.
+		return nil, true, fmt.Errorf("%w: cannot decrypt with key %q (wrong key material, or the record was tampered with)", store.ErrUnknownKey, id)
 	}
 	return plain, true, nil
 }
@@ -159,16 +157,16 @@ func clip(s string) string {
 	return s
 }
 
-// encode seals rec's stored form for key.
-func (s *Sealer) encode(key string, rec Record) []byte {
-	return s.Seal(marshalRecord(rec), []byte(key))
+// Encode seals rec's stored form for key. A nil Sealer stores plaintext.
+func (s *Sealer) Encode(key string, rec store.Record) []byte {
+	return s.Seal(store.Marshal(rec), []byte(key))
 }
 
-// decode opens and parses a stored value of key.
-func (s *Sealer) decode(key string, value []byte) (Record, error) {
+// Decode opens and parses a stored value of key.
+func (s *Sealer) Decode(key string, value []byte) (store.Record, error) {
 	plain, _, err := s.Open(value, []byte(key))
 	if err != nil {
-		return Record{}, err
+		return store.Record{}, err
 	}
-	return unmarshalRecord(plain)
+	return store.Unmarshal(plain)
 }

@@ -1,4 +1,6 @@
-package broker
+// Package redis is the store a fleet of brokers shares: records fenced on
+// their generation, refresh locks with a lease, and change events, in Redis.
+package redis
 
 import (
 	"context"
@@ -9,13 +11,16 @@ import (
 	"time"
 
 	"github.com/bsm/redislock"
-	"github.com/redis/go-redis/v9"
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/tokenbroker/tokenbroker/broker/store"
+	"github.com/tokenbroker/tokenbroker/broker/store/seal"
 )
 
-// RedisOptions configure a RedisStore.
-type RedisOptions struct {
+// Options configure a Store.
+type Options struct {
 	// Client is a plain, Sentinel or Cluster client.
-	Client redis.UniversalClient
+	Client Client
 	// Prefix namespaces keys and the event channel, so fleets can share a
 	// Redis; default "tokenbroker:".
 	Prefix string
@@ -25,25 +30,39 @@ type RedisOptions struct {
 	// OpTimeout bounds each Redis command. Default 2s.
 	OpTimeout time.Duration
 	// Sealer encrypts values; nil stores them in plaintext.
-	Sealer *Sealer
+	Sealer *seal.Sealer
 }
 
-// RedisStore shares records between the brokers of a fleet. A credential's
+var (
+	_ store.Store = (*Store)(nil)
+	_ store.Lock  = (*lease)(nil)
+	_ Client      = goredis.UniversalClient(nil)
+)
+
+// Client is what the store asks of go-redis: scripts, one read, and a
+// subscription. A plain, Sentinel or Cluster client has them.
+type Client interface {
+	goredis.Scripter
+	HGet(ctx context.Context, key, field string) *goredis.StringCmd
+	Subscribe(ctx context.Context, channels ...string) *goredis.PubSub
+}
+
+// Store shares records between the brokers of a fleet. A credential's
 // record and lock share a hash tag, so they live in one Cluster slot. Writes
 // are fenced on the generation inside one Lua script, which also publishes
 // the change, so a broker whose lease expired can never overwrite a newer
 // refresh token.
-type RedisStore struct {
-	c      redis.UniversalClient
+type Store struct {
+	c      Client
 	locker *redislock.Client
-	sealer *Sealer
+	sealer *seal.Sealer
 	prefix string
 	ttl    time.Duration
 	op     time.Duration
 }
 
-// NewRedisStore returns a store over opts.Client. It does not contact Redis.
-func NewRedisStore(opts RedisOptions) (*RedisStore, error) {
+// New returns a store over opts.Client. It does not contact Redis.
+func New(opts Options) (*Store, error) {
 	if opts.Client == nil {
 		return nil, errors.New("redis store: no client")
 	}
@@ -56,16 +75,16 @@ func NewRedisStore(opts RedisOptions) (*RedisStore, error) {
 	if opts.OpTimeout <= 0 {
 		opts.OpTimeout = 2 * time.Second
 	}
-	return &RedisStore{c: opts.Client, locker: redislock.New(opts.Client), sealer: opts.Sealer, prefix: opts.Prefix, ttl: opts.LockTTL, op: opts.OpTimeout}, nil
+	return &Store{c: opts.Client, locker: redislock.New(opts.Client), sealer: opts.Sealer, prefix: opts.Prefix, ttl: opts.LockTTL, op: opts.OpTimeout}, nil
 }
 
-func (s *RedisStore) recKey(key string) string  { return s.prefix + "{" + key + "}:rec" }
-func (s *RedisStore) lockKey(key string) string { return s.prefix + "{" + key + "}:lock" }
-func (s *RedisStore) channel() string           { return s.prefix + "events" }
+func (s *Store) recKey(key string) string  { return s.prefix + "{" + key + "}:rec" }
+func (s *Store) lockKey(key string) string { return s.prefix + "{" + key + "}:lock" }
+func (s *Store) channel() string           { return s.prefix + "events" }
 
 // saveScript writes the record only over an older generation, and
 // publishes the key in the same step.
-var saveScript = redis.NewScript(`
+var saveScript = goredis.NewScript(`
 local cur = tonumber(redis.call('HGET', KEYS[1], 'gen') or '0')
 if cur >= tonumber(ARGV[1]) then return 0 end
 redis.call('HSET', KEYS[1], 'gen', ARGV[1], 'val', ARGV[2])
@@ -73,63 +92,78 @@ redis.call('PUBLISH', ARGV[3], ARGV[4])
 return 1
 `)
 
-// Load implements Store.
-func (s *RedisStore) Load(ctx context.Context, key string) (Record, error) {
+// Load implements store.Store.
+func (s *Store) Load(ctx context.Context, key string) (store.Record, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.op)
 	defer cancel()
 	b, err := s.c.HGet(ctx, s.recKey(key), "val").Bytes()
-	if errors.Is(err, redis.Nil) {
-		return Record{}, ErrNotFound
+	if errors.Is(err, goredis.Nil) {
+		return store.Record{}, store.ErrNotFound
 	}
 	if err != nil {
-		return Record{}, fmt.Errorf("redis: reading %s: %w", key, err)
+		return store.Record{}, fmt.Errorf("redis: reading %s: %w", key, err)
 	}
-	r, err := s.sealer.decode(key, b)
+	r, err := s.sealer.Decode(key, b)
 	if err != nil {
-		return Record{}, fmt.Errorf("redis: %s: %w", key, err)
+		return store.Record{}, fmt.Errorf("redis: %s: %w", key, err)
 	}
 	return r, nil
 }
 
-// Save implements Store.
-func (s *RedisStore) Save(ctx context.Context, key string, rec Record) error {
+// Save writes rec unless the same or a higher generation is stored
+// (store.ErrStale), and publishes key to the other brokers.
+func (s *Store) Save(ctx context.Context, key string, rec store.Record) error {
 	ctx, cancel := context.WithTimeout(ctx, s.op)
 	defer cancel()
 	n, err := saveScript.Run(ctx, s.c, []string{s.recKey(key)},
-		strconv.FormatUint(rec.Generation, 10), s.sealer.encode(key, rec), s.channel(), key).Int()
+		strconv.FormatUint(rec.Generation, 10), s.sealer.Encode(key, rec), s.channel(), key).Int()
 	if err != nil {
 		return fmt.Errorf("redis: saving %s: %w", key, err)
 	}
 	if n == 0 {
-		return ErrStale
+		return store.ErrStale
 	}
 	return nil
 }
 
-// Lock implements Store: the lock's value is a random owner token
+// Acquire implements store.Store: the claim is the Redis lock. Nothing is ever
+// put back into Redis by this store alone, so there is nothing to settle.
+func (s *Store) Acquire(ctx context.Context, key string, mode store.Mode) (store.Claim, error) {
+	var l store.Lock = store.HeldLock
+	if mode&store.NoLock == 0 {
+		var err error
+		if l, err = s.Lock(ctx, key); err != nil {
+			return nil, err
+		}
+	}
+	rec, err := s.Load(ctx, key)
+	return store.NewClaim(l, rec, err, func(ctx context.Context, rec store.Record) error { return s.Save(ctx, key, rec) }), nil
+}
+
+// Lock implements store.Store: the lock's value is a random owner token
 // (redislock); release and extension act only while it is still ours.
-func (s *RedisStore) Lock(ctx context.Context, key string) (Lease, error) {
+func (s *Store) Lock(ctx context.Context, key string) (store.Lock, error) {
 	octx, cancel := context.WithTimeout(ctx, s.op)
 	defer cancel()
 	l, err := s.locker.Obtain(octx, s.lockKey(key), s.ttl, nil)
 	if errors.Is(err, redislock.ErrNotObtained) {
-		return nil, ErrLockHeld
+		return nil, store.ErrLockHeld
 	}
 	if err != nil {
 		return nil, fmt.Errorf("redis: locking %s: %w", key, err)
 	}
-	lease := &redisLease{l: l, ttl: s.ttl, op: s.op, stop: make(chan struct{})}
-	lease.wg.Add(1)
-	go lease.extend()
-	return lease, nil
+	ls := &lease{l: l, ttl: s.ttl, op: s.op, stop: make(chan struct{})}
+	ls.wg.Add(1)
+	go ls.extend()
+	return ls, nil
 }
 
-// redisLease extends its lock until released, for as long as a refresh
+// lease extends its lock until released, for as long as a refresh
 // awaits a slow provider (minutes). A failed extension (Redis slow or
 // restarting) is tried again at the next tick; only a lock that is no
 // longer ours (it expired, or Redis lost it and a peer took it) ends the
 // extending. The generation fence keeps the write safe either way.
-type redisLease struct {
+type lease struct {
 	l    *redislock.Lock
 	ttl  time.Duration
 	op   time.Duration
@@ -138,7 +172,7 @@ type redisLease struct {
 	wg   sync.WaitGroup
 }
 
-func (l *redisLease) extend() {
+func (l *lease) extend() {
 	defer l.wg.Done()
 	t := time.NewTicker(l.ttl / 3)
 	defer t.Stop()
@@ -157,17 +191,17 @@ func (l *redisLease) extend() {
 	}
 }
 
-// Held implements HeldLease: Redis forgets a lock when it restarts empty
+// Held implements store.Lock: Redis forgets a lock when it restarts empty
 // or is flushed, and another broker may then have taken it.
-func (l *redisLease) Held(ctx context.Context) (bool, error) {
+func (l *lease) Held(ctx context.Context) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, l.op)
 	defer cancel()
 	ttl, err := l.l.TTL(ctx)
 	return ttl > 0, err
 }
 
-// Release implements Lease.
-func (l *redisLease) Release(ctx context.Context) error {
+// Release implements store.Lock.
+func (l *lease) Release(ctx context.Context) error {
 	l.once.Do(func() { close(l.stop) })
 	l.wg.Wait()
 	err := l.l.Release(ctx)
@@ -177,11 +211,11 @@ func (l *redisLease) Release(ctx context.Context) error {
 	return err
 }
 
-// Watch implements Watcher: it calls fn with each key another broker saved,
+// Watch implements store.Store: it calls fn with each key another broker saved,
 // and with "" after a reconnection, when events may have been missed (the
-// broker then re-reads every credential, which also puts local records back
-// into a Redis that restarted empty).
-func (s *RedisStore) Watch(ctx context.Context, fn func(key string)) error {
+// broker then re-reads every credential; a fleet store first puts its
+// local records back into a Redis that restarted empty).
+func (s *Store) Watch(ctx context.Context, fn func(key string)) error {
 	ps := s.c.Subscribe(ctx, s.channel())
 	defer ps.Close()
 	// Receive does not watch ctx: closing the subscription unblocks it.
@@ -200,7 +234,7 @@ func (s *RedisStore) Watch(ctx context.Context, fn func(key string)) error {
 			case <-time.After(wait):
 			}
 			// Capped low: a peer that put an older record back into a
-			// Redis that restarted empty waits FleetStore.SettleTime (2s)
+			// Redis that restarted empty waits the fleet store's SettleTime (2s)
 			// for this broker to answer with a newer one, and this broker
 			// hears of it only once it has subscribed again.
 			wait = min(2*wait, 250*time.Millisecond)
@@ -208,16 +242,16 @@ func (s *RedisStore) Watch(ctx context.Context, fn func(key string)) error {
 		}
 		wait = 50 * time.Millisecond
 		switch m := msg.(type) {
-		case *redis.Subscription:
+		case *goredis.Subscription:
 			if subscribed {
 				fn("")
 			}
 			subscribed = true
-		case *redis.Message:
+		case *goredis.Message:
 			fn(m.Payload)
 		}
 	}
 }
 
-// Close implements Store; the caller owns the client.
-func (s *RedisStore) Close() error { return nil }
+// Close implements store.Store; the caller owns the client.
+func (s *Store) Close() error { return nil }

@@ -1,4 +1,4 @@
-package broker
+package redis
 
 import (
 	"context"
@@ -7,17 +7,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/tokenbroker/tokenbroker/broker/redistest"
+	"github.com/tokenbroker/tokenbroker/broker/store"
 	"github.com/tokenbroker/tokenbroker/sources"
 )
 
-func universalStore(t *testing.T, o *redis.UniversalOptions) *RedisStore {
+func universalStore(t *testing.T, o *goredis.UniversalOptions) *Store {
 	t.Helper()
-	c := redis.NewUniversalClient(o)
+	c := goredis.NewUniversalClient(o)
 	t.Cleanup(func() { c.Close() })
-	s, err := NewRedisStore(RedisOptions{Client: c, LockTTL: 2 * time.Second})
+	s, err := New(Options{Client: c, LockTTL: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,8 +30,8 @@ func universalStore(t *testing.T, o *redis.UniversalOptions) *RedisStore {
 // one slot thanks to the hash tag).
 func TestRedisCluster(t *testing.T) {
 	cl := redistest.StartCluster(t)
-	a := universalStore(t, &redis.UniversalOptions{Addrs: cl.Addrs()})
-	b := universalStore(t, &redis.UniversalOptions{Addrs: cl.Addrs()})
+	a := universalStore(t, &goredis.UniversalOptions{Addrs: cl.Addrs()})
+	b := universalStore(t, &goredis.UniversalOptions{Addrs: cl.Addrs()})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	events := make(chan string, 100)
@@ -44,13 +45,13 @@ func TestRedisCluster(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: lock: %v", key, err)
 		}
-		if _, err := b.Lock(ctx, key); !errors.Is(err, ErrLockHeld) {
+		if _, err := b.Lock(ctx, key); !errors.Is(err, store.ErrLockHeld) {
 			t.Errorf("%s: second lock = %v; want ErrLockHeld", key, err)
 		}
-		if err := a.Save(ctx, key, Record{Generation: 2, Token: sources.Token{RefreshToken: sources.NewSecret("rt")}}); err != nil {
+		if err := a.Save(ctx, key, store.Record{Generation: 2, Token: sources.Token{RefreshToken: sources.NewSecret("rt")}}); err != nil {
 			t.Fatalf("%s: save: %v", key, err)
 		}
-		if err := b.Save(ctx, key, Record{Generation: 1}); !errors.Is(err, ErrStale) {
+		if err := b.Save(ctx, key, store.Record{Generation: 1}); !errors.Is(err, store.ErrStale) {
 			t.Errorf("%s: stale save = %v; want ErrStale", key, err)
 		}
 		if r, err := b.Load(ctx, key); err != nil || r.Token.RefreshToken.Reveal() != "rt" {
@@ -66,7 +67,7 @@ func TestRedisCluster(t *testing.T) {
 		case <-deadline:
 			t.Fatal("no event through the cluster")
 		case <-time.After(200 * time.Millisecond):
-			_ = a.Save(ctx, "late.fp", Record{Generation: uint64(time.Now().UnixNano())})
+			_ = a.Save(ctx, "late.fp", store.Record{Generation: uint64(time.Now().UnixNano())})
 		}
 	}
 }
@@ -75,9 +76,9 @@ func TestRedisCluster(t *testing.T) {
 // replica and the store works again; the time this takes is logged.
 func TestRedisSentinelFailover(t *testing.T) {
 	st := redistest.StartSentinel(t)
-	s := universalStore(t, &redis.UniversalOptions{MasterName: st.Name, Addrs: st.Addrs(), MaxRetries: -1})
+	s := universalStore(t, &goredis.UniversalOptions{MasterName: st.Name, Addrs: st.Addrs(), MaxRetries: -1})
 	ctx := context.Background()
-	if err := s.Save(ctx, "k.fp", Record{Generation: 1, Token: sources.Token{RefreshToken: sources.NewSecret("rt1")}}); err != nil {
+	if err := s.Save(ctx, "k.fp", store.Record{Generation: 1, Token: sources.Token{RefreshToken: sources.NewSecret("rt1")}}); err != nil {
 		t.Fatal(err)
 	}
 	// Let the replica catch up, then lose the master.
@@ -86,7 +87,7 @@ func TestRedisSentinelFailover(t *testing.T) {
 	killed := time.Now()
 	deadline := killed.Add(30 * time.Second)
 	for {
-		err := s.Save(ctx, "k.fp", Record{Generation: 2, Token: sources.Token{RefreshToken: sources.NewSecret("rt2")}})
+		err := s.Save(ctx, "k.fp", store.Record{Generation: 2, Token: sources.Token{RefreshToken: sources.NewSecret("rt2")}})
 		if err == nil {
 			break
 		}

@@ -1,4 +1,6 @@
-package broker
+// Package file is the embedded durable store: one file per credential in
+// a state directory.
+package file
 
 import (
 	"context"
@@ -12,24 +14,29 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tokenbroker/tokenbroker/broker/store"
+	"github.com/tokenbroker/tokenbroker/broker/store/seal"
 )
 
-// FileStore is the embedded durable store: one file per credential in a
+var _ store.Store = (*Store)(nil)
+
+// Store is the embedded durable store: one file per credential in a
 // state directory, written with write-to-temp, fsync, rename and a directory
 // fsync, mode 0600. One broker owns a directory at a time (flock).
-type FileStore struct {
+type Store struct {
 	// Sealer encrypts records; nil stores them in plaintext. Set it before
 	// the store is used.
-	Sealer *Sealer
+	Sealer *seal.Sealer
 
 	dir  string
 	lock *os.File
 	mu   sync.Mutex // serialises Save's read-compare-write
 }
 
-// OpenFileStore opens (creating, mode 0700) the state directory dir and takes
+// Open opens (creating, mode 0700) the state directory dir and takes
 // its lock.
-func OpenFileStore(dir string) (*FileStore, error) {
+func Open(dir string) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("state dir %s: %w (set TOKENBROKER_STATE_DIR to a writable directory)", dir, err)
 	}
@@ -53,38 +60,39 @@ func OpenFileStore(dir string) (*FileStore, error) {
 	}
 	_ = f.Truncate(0)
 	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
-	return &FileStore{dir: dir, lock: f}, nil
+	return &Store{dir: dir, lock: f}, nil
 }
 
-func (s *FileStore) path(key string) (string, error) {
+func (s *Store) path(key string) (string, error) {
 	if key == "" || strings.ContainsAny(key, `/\`) || strings.HasPrefix(key, ".") {
 		return "", fmt.Errorf("invalid store key %q", key)
 	}
 	return filepath.Join(s.dir, key+".json"), nil
 }
 
-// Load implements Store.
-func (s *FileStore) Load(_ context.Context, key string) (Record, error) {
+// Load implements store.Store.
+func (s *Store) Load(_ context.Context, key string) (store.Record, error) {
 	p, err := s.path(key)
 	if err != nil {
-		return Record{}, err
+		return store.Record{}, err
 	}
 	b, err := os.ReadFile(p)
 	if errors.Is(err, fs.ErrNotExist) {
-		return Record{}, ErrNotFound
+		return store.Record{}, store.ErrNotFound
 	}
 	if err != nil {
-		return Record{}, err
+		return store.Record{}, err
 	}
-	r, err := s.Sealer.decode(key, b)
+	r, err := s.Sealer.Decode(key, b)
 	if err != nil {
-		return Record{}, fmt.Errorf("%s: %w", p, err)
+		return store.Record{}, fmt.Errorf("%s: %w", p, err)
 	}
 	return r, nil
 }
 
-// Save implements Store.
-func (s *FileStore) Save(ctx context.Context, key string, rec Record) error {
+// Save writes rec unless the same or a higher generation is stored
+// (store.ErrStale); when it returns nil the record survives a crash.
+func (s *Store) Save(ctx context.Context, key string, rec store.Record) error {
 	p, err := s.path(key)
 	if err != nil {
 		return err
@@ -93,13 +101,13 @@ func (s *FileStore) Save(ctx context.Context, key string, rec Record) error {
 	defer s.mu.Unlock()
 	switch old, err := s.Load(ctx, key); {
 	case err == nil && old.Generation >= rec.Generation:
-		return ErrStale
-	case errors.Is(err, ErrUnknownKey):
+		return store.ErrStale
+	case errors.Is(err, store.ErrUnknownKey):
 		return err // another key can still read it: never overwrite
-	case err != nil && !errors.Is(err, ErrNotFound):
+	case err != nil && !errors.Is(err, store.ErrNotFound):
 		// A corrupt record is replaced: the new one is what counts.
 	}
-	return writeFileSync(p, s.Sealer.encode(key, rec))
+	return writeFileSync(p, s.Sealer.Encode(key, rec))
 }
 
 // writeFileSync replaces p atomically and durably.
@@ -137,9 +145,35 @@ func writeFileSync(p string, data []byte) error {
 	return d.Sync()
 }
 
-// Lock implements Store: one process owns the directory, and the broker
-// already runs one refresh per credential at a time.
-func (s *FileStore) Lock(context.Context, string) (Lease, error) { return noLease{}, nil }
+// Acquire implements store.Store: one process owns the directory, and the broker
+// already runs one refresh per credential at a time, so the claim is the
+// directory's lock.
+func (s *Store) Acquire(ctx context.Context, key string, _ store.Mode) (store.Claim, error) {
+	rec, err := s.Load(ctx, key)
+	return store.NewClaim(store.HeldLock, rec, err, func(ctx context.Context, rec store.Record) error { return s.Save(ctx, key, rec) }), nil
+}
+
+// Lock implements store.Store: this process holds every lock of its directory.
+func (s *Store) Lock(context.Context, string) (store.Lock, error) { return store.HeldLock, nil }
+
+// Watch implements store.Store: no other process writes the directory.
+func (s *Store) Watch(context.Context, func(string)) error { return nil }
+
+// Keys lists the keys that have a record.
+func (s *Store) Keys() ([]string, error) {
+	entries, err := os.ReadDir(s.dir)
+	if err != nil {
+		return nil, err
+	}
+	var keys []string
+	for _, e := range entries {
+		k, ok := strings.CutSuffix(e.Name(), ".json")
+		if _, err := s.path(k); ok && err == nil && e.Type().IsRegular() {
+			keys = append(keys, k)
+		}
+	}
+	return keys, nil
+}
 
 // Close releases the directory lock.
-func (s *FileStore) Close() error { return s.lock.Close() }
+func (s *Store) Close() error { return s.lock.Close() }

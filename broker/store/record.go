@@ -1,4 +1,4 @@
-package broker
+package store
 
 import (
 	"encoding/json"
@@ -23,7 +23,8 @@ type recordV1 struct {
 	UpdatedAt     time.Time `json:"updated_at"`
 }
 
-func marshalRecord(r Record) []byte {
+// Marshal is the stored form of r, before sealing.
+func Marshal(r Record) []byte {
 	b, _ := json.Marshal(recordV1{
 		V:             1,
 		Generation:    r.Generation,
@@ -39,7 +40,8 @@ func marshalRecord(r Record) []byte {
 	return b
 }
 
-func unmarshalRecord(b []byte) (Record, error) {
+// Unmarshal parses what Marshal wrote.
+func Unmarshal(b []byte) (Record, error) {
 	var w recordV1
 	if err := json.Unmarshal(b, &w); err != nil {
 		// The JSON error may quote the input, which holds tokens.
