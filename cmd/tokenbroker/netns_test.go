@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"regexp"
@@ -257,7 +258,8 @@ func sweepNetns(t *testing.T, ip string) {
 }
 
 // Each cut makes Redis unreachable from the namespace and nothing else
-// (the host reaches it on loopback), each restore brings it back, and a
+// (the host reaches it on loopback); the provider's address stays
+// reachable unless the link is down; each restore brings both back. And a
 // namespace left by a run that was killed is removed.
 func TestNetnsCuts(t *testing.T) {
 	n := newNetns(t)
@@ -267,6 +269,20 @@ func TestNetnsCuts(t *testing.T) {
 		t.Fatalf("Redis listening on the pair's host end too: %v", err)
 	}
 	_, port, _ := strings.Cut(srv.Addr(), ":")
+	provider, err := net.Listen("tcp", n.providerIP+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer provider.Close()
+	go func() {
+		for {
+			c, err := provider.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
 	ping := func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
 		defer cancel()
@@ -276,7 +292,19 @@ func TestNetnsCuts(t *testing.T) {
 		}
 		return nil
 	}
+	connect := func() error { // bash's /dev/tcp: a TCP connection, no more
+		ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+		defer cancel()
+		host, port, _ := net.SplitHostPort(provider.Addr().String())
+		if out, err := n.command(ctx, "bash", "-c", `exec 3<>"/dev/tcp/$0/$1"`, host, port).CombinedOutput(); err != nil {
+			return fmt.Errorf("connecting to the provider's address from the namespace: %v: %s", err, out)
+		}
+		return nil
+	}
 	if err := ping(); err != nil {
+		t.Fatal(err)
+	}
+	if err := connect(); err != nil {
 		t.Fatal(err)
 	}
 	for kind := range cutKind(cutKinds) {
@@ -289,10 +317,16 @@ func TestNetnsCuts(t *testing.T) {
 		if err := rc.Ping(context.Background()).Err(); err != nil {
 			t.Errorf("%s: Redis did not answer on loopback: %v", kind, err)
 		}
+		if err := connect(); (err == nil) != (kind != cutLink) {
+			t.Errorf("%s: provider reachable = %v; want %v", kind, err == nil, kind != cutLink)
+		}
 		if err := n.restore(kind); err != nil {
 			t.Fatal(err)
 		}
 		if err := ping(); err != nil {
+			t.Errorf("after %s was restored: %v", kind, err)
+		}
+		if err := connect(); err != nil {
 			t.Errorf("after %s was restored: %v", kind, err)
 		}
 	}
