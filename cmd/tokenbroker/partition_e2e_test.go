@@ -44,6 +44,7 @@ type partitionBroker struct {
 	expiry   map[string]time.Time // per credential, the latest expires_at handed out
 	examples []string
 	refusals []string // the first 503 answers
+	slow     []string // answers that took over 2 s
 }
 
 func (b *partitionBroker) note(format string, args ...any) {
@@ -91,10 +92,16 @@ func (b *partitionBroker) hammer(ctx context.Context, p *oauthtest.Provider, n s
 			return
 		}
 		b.handouts.Add(1)
-		for took := int64(time.Since(sent)); ; {
-			if old := b.slowest.Load(); took <= old || b.slowest.CompareAndSwap(old, took) {
+		took := time.Since(sent)
+		for {
+			if old := b.slowest.Load(); int64(took) <= old || b.slowest.CompareAndSwap(old, int64(took)) {
 				break
 			}
+		}
+		if took > 2*time.Second {
+			b.mu.Lock()
+			b.slow = append(b.slow, fmt.Sprintf("%s sent %s: %d after %s", n, sent.UTC().Format("15:04:05.000"), code, took.Round(time.Millisecond)))
+			b.mu.Unlock()
 		}
 		if err == nil && code == 200 {
 			exp, perr := time.Parse(time.RFC3339, h.ExpiresAt)
@@ -282,7 +289,8 @@ func TestPartitionedBroker(t *testing.T) {
 	_, port, _ := strings.Cut(srv.Addr(), ":")
 	fleet := append(slices.Clone(environ), "TOKENBROKER_ENCRYPTION_KEY=k1:"+strings.Repeat("3c", 32),
 		"TOKENBROKER_REDIS_LOCK_TTL=2s",  // the lease, scaled to the tokens as the chaos run's
-		"TOKENBROKER_REQUEST_TIMEOUT=2s") // a request into a cut link ends within a token's life
+		"TOKENBROKER_REQUEST_TIMEOUT=2s", // a request into a cut link ends within a token's life
+		"TOKENBROKER_HANDOUT_WAIT=1s")    // a caller waits a fifth of a token's life for one being fetched
 	env1 := append(slices.Clone(fleet), "TOKENBROKER_REDIS_URL="+srv.URL())
 	env2, sock2 := peerEnviron(t, env1)
 	env3, sock3 := peerEnviron(t, append(slices.Clone(fleet), "TOKENBROKER_REDIS_URL=redis://"+n.redisIP+":"+port))
@@ -377,6 +385,7 @@ func TestPartitionedBroker(t *testing.T) {
 			release()
 			t.Fatal(err)
 		}
+		cutAt := time.Now()
 		cut.window.Store(w)
 		release()
 		fmt.Fprintf(timeline, "%s cut %d: %s for %s\n", time.Now().UTC().Format("15:04:05.000"), i+1, kind, length)
@@ -422,8 +431,8 @@ func TestPartitionedBroker(t *testing.T) {
 		for name, g := range gensAfter {
 			dg += g - gens[name]
 		}
-		t.Logf("cycle %d: %s for %s: during the cut the cut daemon served/refused %d/%d (refresh-token credentials), %d/%d (client credentials); converged %s after the restore; upstream %d token requests for %d new generations; reuse %d",
-			i+1, kind, length, spendServed, spendRefused, otherServed, otherRefused, took.Round(time.Millisecond),
+		t.Logf("cycle %d, %s: %s for %s: during the cut the cut daemon served/refused %d/%d (refresh-token credentials), %d/%d (client credentials); converged %s after the restore; upstream %d token requests for %d new generations; reuse %d",
+			i+1, cutAt.UTC().Format("15:04:05.000"), kind, length, spendServed, spendRefused, otherServed, otherRefused, took.Round(time.Millisecond),
 			stAfter.TokenRequests-st.TokenRequests, dg, stAfter.ReuseEvents-st.ReuseEvents)
 	}
 	stopClients()
@@ -460,6 +469,11 @@ func TestPartitionedBroker(t *testing.T) {
 	for _, b := range brokers[:2] {
 		if len(b.refusals) > 0 {
 			t.Logf("%s, which was never cut, refused: %s", b.name, strings.Join(b.refusals, "; "))
+		}
+	}
+	for _, b := range brokers {
+		if len(b.slow) > 0 {
+			t.Logf("%s: %d answers took over 2 s: %s", b.name, len(b.slow), strings.Join(b.slow[:min(len(b.slow), 12)], "; "))
 		}
 	}
 	t.Logf("partition run: %d cycles in %s, 3 daemons (1 in a network namespace), %d credentials of %s (%d spending rotating refresh tokens with reuse detection)\n"+
