@@ -183,38 +183,34 @@ func startFleetDaemon(t *testing.T, n *netns, environ []string, sock string, log
 	}
 }
 
-// holdLocks takes every given refresh lock in Redis, as a broker would,
-// and returns their release. While they are held no broker is between
-// spending a refresh token and saving its successor.
+// holdLocks takes every given refresh lock in Redis at once, as a broker
+// would take one, and returns their release. While they are held no broker
+// is between spending a refresh token and saving its successor. One script
+// takes all or none, so the test holds a lock only while it cuts, and a
+// broker that finds one taken waits no more than for a peer's refresh.
 func holdLocks(t *testing.T, rc *redis.Client, keys []string) (release func()) {
 	t.Helper()
 	ctx := context.Background()
 	owner := "partition-test-" + rand.Text()
-	free := func(held []string) {
-		for _, k := range held {
-			// Only our own: the lease may have ended and a broker taken it.
-			_ = rc.Eval(ctx, `if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("del", KEYS[1]) end return 0`, []string{k}, owner).Err()
-		}
-	}
+	take := redis.NewScript(`for _, k in ipairs(KEYS) do if redis.call("exists", k) == 1 then return 0 end end
+for _, k in ipairs(KEYS) do redis.call("set", k, ARGV[1], "PX", ARGV[2]) end
+return 1`)
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		var held []string
-		for _, k := range keys {
-			ok, err := rc.SetNX(ctx, k, owner, 2*time.Second).Result()
-			if err != nil {
-				free(held)
-				t.Fatalf("taking %s: %v", k, err)
-			}
-			if !ok {
-				break
-			}
-			held = append(held, k)
+		taken, err := take.Run(ctx, rc, keys, owner, 2000).Int()
+		if err != nil {
+			t.Fatalf("taking the refresh locks: %v", err)
 		}
-		if len(held) == len(keys) {
-			return func() { free(held) }
+		if taken == 1 {
+			break
 		}
-		free(held)
 		if time.Now().After(deadline) {
 			t.Fatal("the refresh locks were never all free at once for 10 s")
+		}
+	}
+	return func() {
+		for _, k := range keys {
+			// Only our own: the lease may have ended and a broker taken it.
+			_ = rc.Eval(ctx, `if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("del", KEYS[1]) end return 0`, []string{k}, owner).Err()
 		}
 	}
 }
