@@ -27,6 +27,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/tokenbroker/tokenbroker/api"
 	"github.com/tokenbroker/tokenbroker/broker"
 )
@@ -222,7 +224,7 @@ func (w *Writer) keep(ctx context.Context, s *slot) {
 		expire.set(time.Until(until))
 		if s.Signal != 0 {
 			if err := signal(s.PIDFile, s.Signal); err != nil {
-				w.log.Warn("cannot signal the reader of the token file", "credential", s.name, "pidfile", s.PIDFile, "signal", s.Signal.String(), "err", err)
+				w.log.Warn("cannot signal the reader of the token file", "credential", s.name, "pidfile", s.PIDFile, "signal", unix.SignalName(s.Signal), "err", err)
 			}
 		}
 	}

@@ -10,8 +10,10 @@ import (
 	"strings"
 
 	"golang.org/x/oauth2"
+	"golang.org/x/sys/unix"
 
 	"github.com/tokenbroker/tokenbroker/api"
+	"github.com/tokenbroker/tokenbroker/api/tokenfile"
 	"github.com/tokenbroker/tokenbroker/sources"
 )
 
@@ -112,6 +114,9 @@ func writeCredential(r rows, cc Credential) {
 	r.row("lifetime fields", "%s", Printable(strings.Join(d.LifetimeFields, ", ")))
 	r.row("token types", "%s", Printable(strings.Join(append([]string{"bearer"}, d.TokenTypes...), ", ")))
 	r.row("default lifetime", "%s", d.DefaultLifetime)
+	if f := cc.TokenFile; f.Path != "" {
+		r.row("token file", "%s", tokenFileLine(f))
+	}
 	if cc.Grant == sources.RefreshToken {
 		r.row("refresh sends secret", "%t", !d.RefreshOmitsSecret)
 		r.row("refresh sends redirect", "%t", d.RefreshSendsRedirect)
@@ -148,4 +153,15 @@ func secretLine(s sources.Secret, from string) string {
 		return "(none)"
 	}
 	return fmt.Sprintf("%v from %s", s, Printable(from))
+}
+
+func tokenFileLine(f tokenfile.File) string {
+	s := fmt.Sprintf("%s (%s, mode %04o", Printable(f.Path), f.Format, f.Mode)
+	if f.GID > 0 {
+		s += ", group " + strconv.Itoa(f.GID)
+	}
+	if f.Signal != 0 {
+		s += fmt.Sprintf(", %s to the pid in %s", unix.SignalName(f.Signal), Printable(f.PIDFile))
+	}
+	return s + "; removed while there is no token)"
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tokenbroker/tokenbroker/api"
+	"github.com/tokenbroker/tokenbroker/api/tokenfile"
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/sources"
 )
@@ -91,6 +92,8 @@ type Credential struct {
 	// variable's name, or the file's path and the variable that named it.
 	// Never the value.
 	Sources map[string]string
+	// TokenFile keeps the current token in a file when its Path is set.
+	TokenFile tokenfile.File
 }
 
 // Fingerprint is what makes the credential the same one for the store.
@@ -138,6 +141,7 @@ func Load() (Config, error) {
 			c.Credentials = append(c.Credentials, cc)
 		}
 	}
+	checkTokenFiles(p, c)
 	checkEnvironSize(p, os.Environ())
 	c.Warnings = p.warnings
 	return c, p.err()
