@@ -80,7 +80,7 @@ type slot struct {
 // New checks each file's directory, creating a missing one (0700, or 0750
 // with the file's group), removes a file left by an earlier run (its token
 // may be past the floor), and returns a Writer for files, keyed by
-// credential name. Errors name the credential and the path.
+// credential name. Its error is an *Error.
 func New(files map[string]File, log *slog.Logger) (*Writer, error) {
 	w := &Writer{log: log, files: map[string]*slot{}}
 	for name, f := range files {
@@ -91,12 +91,24 @@ func New(files map[string]File, log *slog.Logger) (*Writer, error) {
 			f.Mode = 0o600
 		}
 		if err := prepare(f); err != nil {
-			return nil, fmt.Errorf("credential %q: token file %s: %w", name, f.Path, err)
+			return nil, &Error{Credential: name, Path: f.Path, Err: err}
 		}
 		w.files[name] = &slot{File: f, name: name, wake: make(chan struct{}, 1)}
 	}
 	return w, nil
 }
+
+// Error is a token file New refuses.
+type Error struct {
+	Credential, Path string
+	Err              error
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("credential %q: token file %s: %v", e.Credential, e.Path, e.Err)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
 
 // prepare applies the state directory's rules to f's directory: created
 // if missing, and refused when other users may write to it (they could

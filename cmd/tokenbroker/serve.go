@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tokenbroker/tokenbroker/api"
+	"github.com/tokenbroker/tokenbroker/api/tokenfile"
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/cmd/tokenbroker/internal/config"
 	"github.com/tokenbroker/tokenbroker/sources"
@@ -106,6 +107,15 @@ func serve(ctx context.Context, cfg Config, environ func() []string, log *slog.L
 	}
 	defer store.Close()
 
+	files, err := tokenFiles(cfg.Credentials, log)
+	if err != nil {
+		return err
+	}
+	fctx, stopFiles := context.WithCancel(context.WithoutCancel(ctx))
+	filesDone := make(chan struct{})
+	go func() { files.Run(fctx); close(filesDone) }()
+	defer func() { stopFiles(); <-filesDone }() // after the broker stops: removes the files
+
 	hc := &http.Client{Timeout: cfg.RequestTimeout}
 	n := len(cfg.Credentials)
 	creds := make([]broker.Credential, 0, n)
@@ -145,6 +155,7 @@ func serve(ctx context.Context, cfg Config, environ func() []string, log *slog.L
 		BackoffMax:          cfg.BackoffMax,
 		ProviderConcurrency: cfg.ProviderConcurrency,
 		Observer:            metrics,
+		Published:           files.Published,
 		CrashPoint:          crash,
 	}, creds)
 	if err != nil {
@@ -207,6 +218,21 @@ func serve(ctx context.Context, cfg Config, environ func() []string, log *slog.L
 	}
 	log.Info("tokenbroker stopped")
 	return nil
+}
+
+// tokenFiles prepares the token files the credentials ask for.
+func tokenFiles(creds []CredentialConfig, log *slog.Logger) (*tokenfile.Writer, error) {
+	files := map[string]tokenfile.File{}
+	for _, cc := range creds {
+		if cc.TokenFile.Path != "" {
+			files[cc.Name] = cc.TokenFile
+		}
+	}
+	w, err := tokenfile.New(files, log)
+	if fe := (*tokenfile.Error)(nil); errors.As(err, &fe) {
+		return nil, fmt.Errorf("%s: %w", config.CredentialPrefix(fe.Credential)+"_TOKEN_FILE", err)
+	}
+	return w, err
 }
 
 // crashPoint returns, when TOKENBROKER_TEST_CRASH_AT names a refresh step
