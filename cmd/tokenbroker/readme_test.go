@@ -27,6 +27,9 @@ package main
 //	go          examples/go-client built with the README's code (go build
 //	            -overlay), run; the API got a valid token and answered
 //	python      python3 (skipped without it); the API got a valid token
+//	token-file  its TOKENBROKER_ lines configure the broker, with the file
+//	            in a temporary directory; sh -c (needs curl); the API got a
+//	            valid token from the file and answered
 //	metrics     sh -c (needs curl); the metrics show the credential ok, and
 //	            every tokenbroker_ metric served is named in the README
 
@@ -61,7 +64,7 @@ var readmeMarker = regexp.MustCompile(`^<!-- readme-example: ([a-z0-9-]+) -->$`)
 
 // readmeExampleIDs are the examples the README must hold, in the order they
 // run (quickstart fetches the firework token the metrics example counts).
-var readmeExampleIDs = []string{"quickstart", "curl", "shell", "go", "python", "metrics"}
+var readmeExampleIDs = []string{"quickstart", "curl", "shell", "go", "python", "token-file", "metrics"}
 
 // What the examples name, which the test replaces.
 const (
@@ -70,6 +73,7 @@ const (
 	readmeAPIPath    = "/api/v1/videos/123"
 	readmeCredential = "firework"
 	readmeAPIAnswer  = `{"id":"123","title":"from the readme test"}`
+	readmeTokenFiles = "/run/tokens" // the token-file example's directory
 )
 
 func readmeRoot(t *testing.T) string {
@@ -271,6 +275,9 @@ func readmeRun(t *testing.T, env []string, dir string, name string, args ...stri
 func TestReadmeExamples(t *testing.T) {
 	examples := readmeExamples(t)
 	p, environ, sock := e2eSetup(t, oauthtest.Options{AccessLifetime: time.Hour, Rotate: true})
+	tokenFiles := t.TempDir()
+	tokenFileExample := strings.ReplaceAll(examples["token-file"].code, readmeTokenFiles, tokenFiles)
+	environ = append(environ, regexp.MustCompile(`(?m)^TOKENBROKER_[A-Z_]+=\S+$`).FindAllString(tokenFileExample, -1)...)
 	logs := &syncBuffer{}
 	startDaemon(t, environ, sock, logs)
 	env := readmeEnv(sock)
@@ -348,6 +355,22 @@ func TestReadmeExamples(t *testing.T) {
 		if !strings.HasPrefix(out, "200 ") {
 			t.Errorf("the Python example did not print the status 200 first:\n%s", out)
 		}
+	})
+
+	t.Run("token-file", func(t *testing.T) {
+		readmeNeedTool(t, "curl")
+		deadline := time.Now().Add(10 * time.Second)
+		for n, _ := filepath.Glob(filepath.Join(tokenFiles, "*", "*")); len(n) == 0; n, _ = filepath.Glob(filepath.Join(tokenFiles, "*", "*")) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the broker wrote no token file under %s\n%s", tokenFiles, logs)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		api := newReadmeAPI(t, p)
+		ex := examples["token-file"]
+		ex.code = tokenFileExample
+		out := readmeRun(t, env, t.TempDir(), "sh", "-c", readmeSubstitute(t, ex, sock, api.URL, "", true))
+		api.check(t, out)
 	})
 
 	t.Run("metrics", func(t *testing.T) {
