@@ -304,8 +304,17 @@ func (s *slot) fill(f *os.File, buf []byte) error {
 	return f.Sync()
 }
 
-// signal sends sig to the process whose pid the file at path holds.
+// signal sends sig to the process whose pid the file at path holds. A pid
+// file others may write is refused: they could aim the signal at any
+// process of the broker's user.
 func signal(path string, sig syscall.Signal) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if fi.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("%s has mode %04o: others could choose the process to signal; chmod 644 it", path, fi.Mode().Perm())
+	}
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return err

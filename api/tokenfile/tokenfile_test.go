@@ -266,4 +266,25 @@ func TestSignal(t *testing.T) {
 		w.Published("fw", handout(fmt.Sprint("t", i), time.Hour), time.Now().Add(time.Hour))
 		waitFor(t, got, want)
 	}
+	if err := signal(pidfile, syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, got, "hup\nhup\nhup\n")
+
+	// A pid file others may write, or one naming no process, is refused.
+	if err := os.Chmod(pidfile, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if err := signal(pidfile, syscall.SIGHUP); err == nil || !strings.Contains(err.Error(), "others could choose the process") {
+		t.Errorf("a world-writable pid file: %v", err)
+	}
+	for _, content := range []string{"0", "-1", "x", fmt.Sprint(os.Getpid())} {
+		bad := filepath.Join(dir, "bad.pid")
+		if err := os.WriteFile(bad, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := signal(bad, syscall.SIGHUP); err == nil {
+			t.Errorf("pid file holding %q: signalled", content)
+		}
+	}
 }
