@@ -18,6 +18,13 @@ import (
 	"github.com/tokenbroker/tokenbroker/sources/oauthtest"
 )
 
+// isTokenFileVar reports whether k is a TOKEN_FILE setting, which names a
+// file the broker writes, unlike the _FILE settings that name secrets it
+// reads (REFRESH_TOKEN_FILE among them).
+func isTokenFileVar(k string) bool {
+	return strings.HasSuffix(k, "_TOKEN_FILE") && !strings.HasSuffix(k, "_REFRESH_TOKEN_FILE")
+}
+
 // bearerAPI accepts only bearer tokens its provider issued and that are
 // still valid, and remembers the distinct ones.
 type bearerAPI struct {
