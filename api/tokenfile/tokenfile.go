@@ -82,6 +82,9 @@ type slot struct {
 // may be past the floor), and returns a Writer for files, keyed by
 // credential name. Its error is an *Error.
 func New(files map[string]File, log *slog.Logger) (*Writer, error) {
+	if log == nil {
+		log = slog.Default()
+	}
 	w := &Writer{log: log, files: map[string]*slot{}}
 	for name, f := range files {
 		if f.Format == "" {
