@@ -150,3 +150,45 @@ func TestTokenFileReaders(t *testing.T) {
 		}
 	}
 }
+
+// While the provider fails, the token file goes away when its token
+// reaches the handout floor, rather than hold a token about to expire; it
+// comes back with the next token. Every token a reader finds in it is
+// valid at the provider.
+func TestTokenFileRemovedWhileTheProviderFails(t *testing.T) {
+	p, environ, sock := e2eSetup(t, oauthtest.Options{AccessLifetime: 4 * time.Second})
+	file := filepath.Join(filepath.Dir(sock), "tokens", "ingest")
+	environ = append(environ, "TOKENBROKER_REFRESH_AT=0.5", "TOKENBROKER_BACKOFF_MAX=2s", "TOKENBROKER_PROBE_INTERVAL=1s",
+		"TOKENBROKER_INGEST_TOKEN_FILE="+file)
+	logs := &syncBuffer{}
+	startDaemon(t, environ, sock, logs)
+
+	// read waits until the file's presence is want, checking every token
+	// found on the way.
+	read := func(want bool, within time.Duration) {
+		t.Helper()
+		deadline := time.Now().Add(within)
+		for {
+			b, err := os.ReadFile(file)
+			switch {
+			case err == nil && !p.Valid(strings.TrimSpace(string(b))):
+				t.Fatalf("the file holds a token the provider refuses\n%s", logs)
+			case (err == nil) == want:
+				return
+			case err != nil && !errors.Is(err, fs.ErrNotExist):
+				t.Fatal(err)
+			case time.Now().After(deadline):
+				t.Fatalf("the file's presence is not %v after %s\n%s", want, within, logs)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	read(true, 10*time.Second)
+	p.Inject(oauthtest.Fault{Dialect: oauthtest.Ingest, Status: 503, Times: 1 << 20})
+	read(false, 10*time.Second) // the floor is 3 s after the last token's issue
+	if !strings.Contains(logs.String(), "the token reached the handout floor and no new one has come") {
+		t.Errorf("the log does not say why the file went\n%s", logs)
+	}
+	p.ClearFaults()
+	read(true, 30*time.Second)
+}
