@@ -197,3 +197,9 @@ func needsLook(x uint64) bool {
 	bs := x ^ (ones * '\\')     // a '\\' becomes 0
 	return (x|ctl|(q-ones)&^q|(bs-ones)&^bs)&highs != 0
 }
+
+// AppendHandout appends h as the socket answers it (see appendHandout),
+// for other outlets of the same object, such as a token file.
+func AppendHandout(dst []byte, h broker.Handout, now time.Time) []byte {
+	return appendHandout(dst, h, now)
+}

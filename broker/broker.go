@@ -73,6 +73,13 @@ type Options struct {
 	ProbeInterval time.Duration // default 5s
 	// Observer receives refresh events, for metrics.
 	Observer Observer // default: none
+	// Published, when set, is told each time a credential's token changes
+	// to a new one that handouts give out from then on (a refresh saved, a
+	// peer's token adopted, an authorization, a stored token at Start),
+	// with until, the instant handouts stop giving it out (its expiry less
+	// the handout floor). It runs with the credential's lock held: it must
+	// copy what it needs and return at once.
+	Published func(name string, h Handout, until time.Time)
 }
 
 // step marks a step of a refresh (a crashpoint constant): a crashtest
@@ -166,7 +173,8 @@ type cred struct {
 	key  string
 	seed string
 
-	cur atomic.Pointer[published] // what handouts read; never holds a refresh token
+	cur       atomic.Pointer[published]        // what handouts read; never holds a refresh token
+	onPublish func(string, Handout, time.Time) // Options.Published
 
 	mu          sync.Mutex
 	gen         uint64
@@ -207,7 +215,7 @@ func New(opts Options, creds []Credential) (*Broker, error) {
 		if _, dup := b.creds[c.Name]; dup {
 			return nil, fmt.Errorf("broker: credential %q is listed twice", c.Name)
 		}
-		cr := &cred{Credential: c, key: storeKey(c), seed: seedOf(c), idx: -1, state: StatePending}
+		cr := &cred{Credential: c, key: storeKey(c), seed: seedOf(c), idx: -1, state: StatePending, onPublish: opts.Published}
 		cr.Fingerprint = "" // only key and seed need it; 10k of them are megabytes
 		cr.Endpoint = ""    // only cr.ep needs it
 		b.creds[c.Name], b.byKey[cr.key] = cr, cr
@@ -346,8 +354,12 @@ func (c *cred) publish() {
 	if c.tok.AccessToken.IsZero() {
 		return
 	}
-	c.cur.Store(&published{Handout{AccessToken: c.tok.AccessToken, Expiry: c.tok.Expiry}, minTTL(&c.tok)})
+	p := &published{Handout{AccessToken: c.tok.AccessToken, Expiry: c.tok.Expiry}, minTTL(&c.tok)}
+	c.cur.Store(p)
 	c.state = StateOK
+	if c.onPublish != nil {
+		c.onPublish(c.Name, p.Handout, p.Expiry.Add(-p.minTTL))
+	}
 }
 
 // published is a token as handouts read it: what they hand out and the

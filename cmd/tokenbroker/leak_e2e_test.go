@@ -19,7 +19,8 @@ import (
 
 // No secret and no handed-out token appears anywhere the daemon writes for
 // people or machines: its debug log, /v1/credentials, /metrics, the CLI's
-// status and check, error answers, the state files and the Redis values.
+// status and check, error answers, the state files and the Redis values;
+// only the token files hold a token.
 // Both stores, every dialect, and the error paths: provider faults of
 // every kind, refused requests, failed refreshes and authorizations.
 func TestNoSecretLeaks(t *testing.T) {
@@ -31,6 +32,16 @@ func TestNoSecretLeaks(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			p, environ, sock := e2eSetup(t, oauthtest.Options{AccessLifetime: 3 * time.Second, Rotate: true})
 			environ = append(environ, "TOKENBROKER_METRICS_ADDR=127.0.0.1:0", "TOKENBROKER_ENCRYPTION_KEY=k1:"+strings.Repeat("ab", 32))
+			// Token files, and a reload signal to a pid file that names no
+			// process: their logs and errors must not show the token either.
+			files := filepath.Join(filepath.Dir(sock), "tokens")
+			pidfile := filepath.Join(filepath.Dir(sock), "reader.pid")
+			if err := os.WriteFile(pidfile, []byte("not-a-pid\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			environ = append(environ, "TOKENBROKER_FIREWORK_TOKEN_FILE="+filepath.Join(files, "firework"), "TOKENBROKER_FIREWORK_TOKEN_FILE_FORMAT=json",
+				"TOKENBROKER_LIVEPUSH_TOKEN_FILE="+filepath.Join(files, "livepush"), "TOKENBROKER_LIVEPUSH_TOKEN_FILE_SIGNAL=HUP",
+				"TOKENBROKER_LIVEPUSH_TOKEN_FILE_PIDFILE="+pidfile)
 			var srv *redistest.Server
 			if fleet {
 				srv = redistest.Start(t)
@@ -62,6 +73,15 @@ func TestNoSecretLeaks(t *testing.T) {
 				}
 			}
 			fetchAll()
+			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) { // written just after the handout
+				b, err := os.ReadFile(filepath.Join(files, "livepush"))
+				if err == nil && len(b) > 1 && strings.Contains(strings.Join(tokens, " "), strings.TrimSpace(string(b))) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("the livepush token file holds %d bytes (%v); want the token handed out", len(b), err)
+				}
+			}
 			cli := func(args ...string) string {
 				cmd := exec.Command(binary, args...)
 				cmd.Env = append(environ, "PATH="+os.Getenv("PATH"))
@@ -180,6 +200,9 @@ func TestNoSecretLeaks(t *testing.T) {
 						t.Errorf("%s shows a secret or token (%d bytes)", where, len(s))
 					}
 				}
+			}
+			if !strings.Contains(logs.String(), "cannot signal the reader of the token file") || !strings.Contains(check, "token file") {
+				t.Error("the token files' error paths were not exercised")
 			}
 			if p.Stats().Faults == 0 || len(tokens) < 5 {
 				t.Errorf("the error paths were not exercised: %d faults, %d tokens", p.Stats().Faults, len(tokens))

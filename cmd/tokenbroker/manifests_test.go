@@ -35,6 +35,7 @@ import (
 
 const (
 	kubeManifestPath    = "../../deploy/kubernetes/tokenbroker.yaml"
+	kubeSidecarPath     = "../../deploy/kubernetes/token-file-sidecar.yaml"
 	composeManifestPath = "../../deploy/compose.yaml"
 	dockerfilePath      = "../../Dockerfile"
 	brokerImage         = "tokenbroker:latest"
@@ -149,6 +150,11 @@ func checkBrokerEnv(t *testing.T, what string, env map[string]string) Config {
 		case k == envPrefix+varRedisCAFile:
 			t.Errorf("%s: %s: this test cannot fake a CA bundle yet; teach it to", what, k)
 			continue
+		case isTokenFileVar(k): // written by the broker, not a secret it reads
+			if !path.IsAbs(v) {
+				t.Errorf("%s: %s=%q is not an absolute path", what, k, v)
+			}
+			v = filepath.Join(dir, "tokens", path.Base(v))
 		case strings.HasPrefix(k, envPrefix) && strings.HasSuffix(k, fileSuffix):
 			if !path.IsAbs(v) {
 				t.Errorf("%s: %s=%q is not an absolute path", what, k, v)
@@ -431,17 +437,29 @@ var kubeAPIVersions = map[string]string{
 	"DaemonSet": "apps/v1", "Deployment": "apps/v1",
 }
 
-// readKubeManifest splits the file on "---" lines, as kubectl does, and
+// kubeManifestPaths are the files checked together: names must not clash
+// between them.
+var kubeManifestPaths = []string{kubeManifestPath, kubeSidecarPath}
+
+// readKubeManifest splits the files on "---" lines, as kubectl does, and
 // decodes each document strictly into the type its kind names.
 func readKubeManifest(t *testing.T) *kubeManifest {
+	t.Helper()
+	m := &kubeManifest{
+		secrets: map[string]kubeSecret{}, configMaps: map[string]kubeConfigMap{}, services: map[string]kubeService{},
+		workloads: map[string]kubeWorkload{}, pods: map[string]kubePod{},
+	}
+	for _, p := range kubeManifestPaths {
+		readKubeManifestFile(t, m, p)
+	}
+	return m
+}
+
+func readKubeManifestFile(t *testing.T, m *kubeManifest, kubeManifestPath string) {
 	t.Helper()
 	b, err := os.ReadFile(kubeManifestPath)
 	if err != nil {
 		t.Fatal(err)
-	}
-	m := &kubeManifest{
-		secrets: map[string]kubeSecret{}, configMaps: map[string]kubeConfigMap{}, services: map[string]kubeService{},
-		workloads: map[string]kubeWorkload{}, pods: map[string]kubePod{},
 	}
 	var docs [][]byte
 	var starts []int
@@ -522,7 +540,6 @@ func readKubeManifest(t *testing.T) *kubeManifest {
 			t.Fatalf("%s: %v", where, err)
 		}
 	}
-	return m
 }
 
 // The file parses strictly and holds what the deployment needs.
@@ -1192,9 +1209,11 @@ func TestKubeManifestKubectl(t *testing.T) {
 	if out, err := exec.CommandContext(ctx, kubectl, "version", "--request-timeout=5s").CombinedOutput(); err != nil {
 		t.Skipf("kubectl reaches no cluster, and needs one even for --dry-run=client (%v): %s", err, lastLine(out))
 	}
-	out, err := exec.CommandContext(ctx, kubectl, "apply", "--dry-run=client", "-f", kubeManifestPath).CombinedOutput()
-	if err != nil {
-		t.Errorf("kubectl apply --dry-run=client -f %s: %v\n%s", kubeManifestPath, err, out)
+	for _, p := range kubeManifestPaths {
+		out, err := exec.CommandContext(ctx, kubectl, "apply", "--dry-run=client", "-f", p).CombinedOutput()
+		if err != nil {
+			t.Errorf("kubectl apply --dry-run=client -f %s: %v\n%s", p, err, out)
+		}
 	}
 }
 

@@ -29,6 +29,9 @@ package main
 //	python      python3 (skipped without it); the API got a valid token
 //	proxy       sh -c (needs curl); the API, the upstream of firework, got a
 //	            valid token through the proxy and answered
+//	token-file  its TOKENBROKER_ lines configure the broker, with the file
+//	            in a temporary directory; sh -c (needs curl); the API got a
+//	            valid token from the file and answered
 //	metrics     sh -c (needs curl); the metrics show the credential ok, and
 //	            every tokenbroker_ metric served is named in the README
 
@@ -64,7 +67,7 @@ var readmeMarker = regexp.MustCompile(`^<!-- readme-example: ([a-z0-9-]+) -->$`)
 
 // readmeExampleIDs are the examples the README must hold, in the order they
 // run (quickstart fetches the firework token the metrics example counts).
-var readmeExampleIDs = []string{"quickstart", "curl", "shell", "go", "python", "proxy", "metrics"}
+var readmeExampleIDs = []string{"quickstart", "curl", "shell", "go", "python", "proxy", "token-file", "metrics"}
 
 // What the examples name, which the test replaces.
 const (
@@ -73,6 +76,7 @@ const (
 	readmeAPIPath    = "/api/v1/videos/123"
 	readmeCredential = "firework"
 	readmeAPIAnswer  = `{"id":"123","title":"from the readme test"}`
+	readmeTokenFiles = "/run/tokens" // the token-file example's directory
 )
 
 func readmeRoot(t *testing.T) string {
@@ -276,6 +280,9 @@ func TestReadmeExamples(t *testing.T) {
 	p, environ, sock := e2eSetup(t, oauthtest.Options{AccessLifetime: time.Hour, Rotate: true})
 	proxied := newReadmeAPI(t, p)
 	environ = append(environ, "TOKENBROKER_FIREWORK_UPSTREAM="+proxied.URL)
+	tokenFiles := t.TempDir()
+	tokenFileExample := strings.ReplaceAll(examples["token-file"].code, readmeTokenFiles, tokenFiles)
+	environ = append(environ, regexp.MustCompile(`(?m)^TOKENBROKER_[A-Z_]+=\S+$`).FindAllString(tokenFileExample, -1)...)
 	logs := &tbtest.SyncBuffer{}
 	startDaemon(t, environ, sock, logs)
 	env := readmeEnv(sock)
@@ -363,6 +370,22 @@ func TestReadmeExamples(t *testing.T) {
 		}
 		out := readmeRun(t, env, t.TempDir(), "sh", "-c", readmeSubstitute(t, ex, sock, proxied.URL, "", false))
 		proxied.check(t, out)
+	})
+
+	t.Run("token-file", func(t *testing.T) {
+		readmeNeedTool(t, "curl")
+		deadline := time.Now().Add(10 * time.Second)
+		for n, _ := filepath.Glob(filepath.Join(tokenFiles, "*", "*")); len(n) == 0; n, _ = filepath.Glob(filepath.Join(tokenFiles, "*", "*")) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the broker wrote no token file under %s\n%s", tokenFiles, logs)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		api := newReadmeAPI(t, p)
+		ex := examples["token-file"]
+		ex.code = tokenFileExample
+		out := readmeRun(t, env, t.TempDir(), "sh", "-c", readmeSubstitute(t, ex, sock, api.URL, "", true))
+		api.check(t, out)
 	})
 
 	t.Run("metrics", func(t *testing.T) {

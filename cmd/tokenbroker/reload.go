@@ -155,12 +155,22 @@ func loadFrom(environ []string) (Config, error) {
 	return config.Load()
 }
 
-// fileSettings returns the paths the _FILE variables in environ name.
+// fileSettings returns the paths the _FILE variables in environ name, but
+// not the token files (TOKEN_FILE): the broker writes those itself, and
+// each new token would look like a changed secret.
 func fileSettings(environ []string) []string {
+	written := map[string]bool{}
+	for _, kv := range environ {
+		if k, names, _ := strings.Cut(kv, "="); k == config.Prefix+"_CREDENTIALS" {
+			for _, n := range strings.Split(names, ",") {
+				written[config.CredentialPrefix(strings.TrimSpace(n))+"_TOKEN_FILE"] = true
+			}
+		}
+	}
 	var paths []string
 	for _, kv := range environ {
 		k, path, ok := strings.Cut(kv, "=")
-		if ok && strings.HasPrefix(k, config.Prefix+"_") && strings.HasSuffix(k, "_FILE") {
+		if ok && strings.HasPrefix(k, config.Prefix+"_") && strings.HasSuffix(k, "_FILE") && !written[k] {
 			paths = append(paths, path)
 		}
 	}

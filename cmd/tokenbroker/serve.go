@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tokenbroker/tokenbroker/api"
+	"github.com/tokenbroker/tokenbroker/api/tokenfile"
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/broker/store"
 	"github.com/tokenbroker/tokenbroker/broker/store/file"
@@ -113,6 +114,15 @@ func serve(ctx context.Context, cfg Config, environ func() []string, log *slog.L
 	}
 	defer st.Close()
 
+	files, err := tokenFiles(cfg.Credentials, log)
+	if err != nil {
+		return err
+	}
+	fctx, stopFiles := context.WithCancel(context.WithoutCancel(ctx))
+	filesDone := make(chan struct{})
+	go func() { files.Run(fctx); close(filesDone) }()
+	defer func() { stopFiles(); <-filesDone }() // after the broker stops: removes the files
+
 	hc := &http.Client{Timeout: cfg.RequestTimeout}
 	n := len(cfg.Credentials)
 	creds := make([]broker.Credential, 0, n)
@@ -156,6 +166,7 @@ func serve(ctx context.Context, cfg Config, environ func() []string, log *slog.L
 		BackoffMax:          cfg.BackoffMax,
 		ProviderConcurrency: cfg.ProviderConcurrency,
 		Observer:            metrics,
+		Published:           files.Published,
 	}, creds)
 	if err != nil {
 		return err
@@ -217,6 +228,21 @@ func serve(ctx context.Context, cfg Config, environ func() []string, log *slog.L
 	}
 	log.Info("tokenbroker stopped")
 	return nil
+}
+
+// tokenFiles prepares the token files the credentials ask for.
+func tokenFiles(creds []CredentialConfig, log *slog.Logger) (*tokenfile.Writer, error) {
+	files := map[string]tokenfile.File{}
+	for _, cc := range creds {
+		if cc.TokenFile.Path != "" {
+			files[cc.Name] = cc.TokenFile
+		}
+	}
+	w, err := tokenfile.New(files, log)
+	if fe := (*tokenfile.Error)(nil); errors.As(err, &fe) {
+		return nil, fmt.Errorf("%s: %w", config.CredentialPrefix(fe.Credential)+"_TOKEN_FILE", err)
+	}
+	return w, err
 }
 
 // serveMetrics serves /metrics, and nothing else, on a TCP address.

@@ -6,11 +6,14 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 
 	"golang.org/x/oauth2"
+	"golang.org/x/sys/unix"
 
 	"github.com/tokenbroker/tokenbroker/api"
+	"github.com/tokenbroker/tokenbroker/api/tokenfile"
 	"github.com/tokenbroker/tokenbroker/sources"
 )
 
@@ -110,6 +113,9 @@ func writeCredential(row func(k string, v any), cc Credential) {
 	row("lifetime fields", Printable(strings.Join(d.LifetimeFields, ", ")))
 	row("token types", Printable(strings.Join(append([]string{"bearer"}, d.TokenTypes...), ", ")))
 	row("default lifetime", d.DefaultLifetime)
+	if f := cc.TokenFile; f.Path != "" {
+		row("token file", tokenFileLine(f))
+	}
 	if cc.Grant == sources.RefreshToken {
 		row("refresh sends secret", !d.RefreshOmitsSecret)
 		row("refresh sends redirect", d.RefreshSendsRedirect)
@@ -138,4 +144,15 @@ func writeCredential(row func(k string, v any), cc Credential) {
 	if u := cc.Upstream; u.URL != nil {
 		row("proxy", fmt.Sprintf("/v1/proxy/%s/... to %s, answer headers within %s, whole exchange within %s", cc.Name, u.URL, u.HeaderTimeout, u.MaxDuration))
 	}
+}
+
+func tokenFileLine(f tokenfile.File) string {
+	s := fmt.Sprintf("%s (%s, mode %04o", Printable(f.Path), f.Format, f.Mode)
+	if f.GID > 0 {
+		s += ", group " + strconv.Itoa(f.GID)
+	}
+	if f.Signal != 0 {
+		s += fmt.Sprintf(", %s to the pid in %s", unix.SignalName(f.Signal), Printable(f.PIDFile))
+	}
+	return s + "; removed while there is no token)"
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tokenbroker/tokenbroker/api"
+	"github.com/tokenbroker/tokenbroker/api/tokenfile"
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/broker/store/seal"
 	"github.com/tokenbroker/tokenbroker/sources"
@@ -77,6 +78,8 @@ type Credential struct {
 	// (CLIENT_SECRET, REFRESH_TOKEN, ...): the variable, or the file and
 	// the variable that named it. Never the value.
 	Sources map[string]string
+	// TokenFile keeps the current token in a file when its Path is set.
+	TokenFile tokenfile.File
 }
 
 // Fingerprint is what makes the credential the same one for the store.
@@ -111,6 +114,7 @@ func Load() (Config, error) {
 			c.Credentials = append(c.Credentials, cc)
 		}
 	}
+	checkTokenFiles(p, c)
 	checkEnvironSize(p, os.Environ())
 	c.Warnings = p.warnings
 	return c, p.err()

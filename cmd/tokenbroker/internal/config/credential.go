@@ -62,6 +62,7 @@ func loadCredential(p *problems, name string, global api.Access) (cc Credential,
 	cc.Dialect = d
 	loadDialect(p, c, &cc, presetOK)
 	loadClient(p, c, &cc)
+	loadTokenFile(p, c, &cc)
 	if grantOK {
 		checkGrantNeeds(p, c, &cc)
 	}

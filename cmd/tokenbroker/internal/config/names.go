@@ -104,7 +104,7 @@ func unknownSetting(name, setting string) string {
 	if base, ok := strings.CutSuffix(strings.ToUpper(setting), "_FILE"); ok && slices.Contains(credSettings, base) {
 		var files []string
 		for _, s := range credSettings {
-			if f, ok := strings.CutSuffix(s, "_FILE"); ok {
+			if f, ok := strings.CutSuffix(s, "_FILE"); ok && slices.Contains(credSettings, f) { // not TOKEN_FILE
 				files = append(files, f)
 			}
 		}

@@ -94,6 +94,13 @@ type Cred struct {
 	Upstream            Value[string]        `split_words:"true" type:"URL" desc:"the API the proxy forwards to with this token: an https:// origin, with an optional path prefix (http:// only to loopback)"`
 	UpstreamTimeout     Value[time.Duration] `split_words:"true" type:"duration" default:"30s" min:"1s" max:"10m" desc:"the proxy's longest wait for the upstream's answer headers"`
 	UpstreamMaxDuration Value[time.Duration] `split_words:"true" type:"duration" default:"10m" min:"1s" max:"24h" desc:"the longest one proxied exchange may take, both bodies streamed"`
+	// The token file (tokenfile.go).
+	TokenFile        Value[string]      `split_words:"true" type:"path" desc:"keep the current token in this file, replaced on each new token, removed while there is none"`
+	TokenFileFormat  Value[string]      `split_words:"true" type:"raw|header|json" default:"raw" desc:"the bare token, Authorization: Bearer TOKEN (for curl -H @FILE), or the socket's JSON answer; each with a newline"`
+	TokenFileMode    Value[os.FileMode] `split_words:"true" type:"octal" default:"0600" desc:"the token file's mode (never group- or world-writable)"`
+	TokenFileGroup   IDs                `split_words:"true" type:"group" kind:"group" desc:"the token file's group (default the broker's)"`
+	TokenFileSignal  Value[string]      `split_words:"true" type:"HUP|USR1|USR2" desc:"signal sent after each new token to the process TOKEN_FILE_PIDFILE names"`
+	TokenFilePidfile Value[string]      `split_words:"true" type:"path" desc:"a file holding the pid of the process to signal"`
 }
 
 // usageFormat is envconfig's usage template with the columns the README's
