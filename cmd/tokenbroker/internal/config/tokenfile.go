@@ -23,8 +23,8 @@ func loadTokenFile(p *problems, c *cred, cc *Credential) {
 		}
 		return
 	}
-	if !filepath.IsAbs(path) || path != filepath.Clean(path) {
-		p.errorf(c.v("TokenFile"), "%s is not a clean absolute path of a file; set one, e.g. /run/tokens/%s/token", sources.QuoteValue(path), c.name)
+	if path != filepath.Clean(path) { // decode refused a relative one
+		p.errorf(c.v("TokenFile"), "%s is not a clean path (no ".", "..", "//" or trailing "/"); set one, e.g. /run/tokens/%s/token", sources.QuoteValue(path), c.name)
 		return
 	}
 	f := tokenfile.File{Path: path, Format: tokenfile.Format(c.TokenFileFormat.V), Mode: c.TokenFileMode.V, GID: -1}

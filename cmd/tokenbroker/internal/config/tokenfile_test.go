@@ -41,7 +41,7 @@ func TestTokenFile(t *testing.T) {
 		env  []string
 		want string // the variable and a word of the problem
 	}{
-		{[]string{"TOKENBROKER_A_TOKEN_FILE=tokens/a"}, "TOKENBROKER_A_TOKEN_FILE: \"tokens/a\" is not a clean absolute path"},
+		{[]string{"TOKENBROKER_A_TOKEN_FILE=tokens/a"}, "TOKENBROKER_A_TOKEN_FILE: \"tokens/a\" is not an absolute path; use one"},
 		{[]string{"TOKENBROKER_A_TOKEN_FILE=/t/a", "TOKENBROKER_A_TOKEN_FILE_MODE=0620"}, "TOKENBROKER_A_TOKEN_FILE_MODE: 0620 lets others write"},
 		{[]string{"TOKENBROKER_A_TOKEN_FILE=/t/a", "TOKENBROKER_A_TOKEN_FILE_MODE=0200"}, "TOKENBROKER_A_TOKEN_FILE_MODE: 0200 lets nobody read"},
 		{[]string{"TOKENBROKER_A_TOKEN_FILE=/t/a", "TOKENBROKER_A_TOKEN_FILE_FORMAT=yaml"}, "TOKENBROKER_A_TOKEN_FILE_FORMAT: \"yaml\" is not raw, header or json"},
