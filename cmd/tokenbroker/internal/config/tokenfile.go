@@ -24,7 +24,7 @@ func loadTokenFile(p *problems, c *cred, cc *Credential) {
 		return
 	}
 	if path != filepath.Clean(path) { // decode refused a relative one
-		p.errorf(c.v("TokenFile"), "%s is not a clean path (no ".", "..", "//" or trailing "/"); set one, e.g. /run/tokens/%s/token", sources.QuoteValue(path), c.name)
+		p.errorf(c.v("TokenFile"), "%s is not a clean path (no . or .. segment, no double or trailing slash); set one, e.g. /run/tokens/%s/token", sources.QuoteValue(path), c.name)
 		return
 	}
 	f := tokenfile.File{Path: path, Format: tokenfile.Format(c.TokenFileFormat.V), Mode: c.TokenFileMode.V, GID: -1}
