@@ -9,6 +9,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker/store"
 	"github.com/tokenbroker/tokenbroker/broker/store/file"
 	redisstore "github.com/tokenbroker/tokenbroker/broker/store/redis"
+	"github.com/tokenbroker/tokenbroker/broker/store/storetest"
 	"github.com/tokenbroker/tokenbroker/sources"
 )
 
@@ -19,7 +20,7 @@ func BenchmarkForcedRefresh(b *testing.B) {
 	for _, name := range []string{"filestore", "redis"} {
 		b.Run(name, func(b *testing.B) {
 			var st store.Store
-			var hook *countingHook
+			var hook *storetest.CountingHook
 			switch name {
 			case "filestore":
 				fs, err := file.Open(b.TempDir())
@@ -29,7 +30,7 @@ func BenchmarkForcedRefresh(b *testing.B) {
 				st = fs
 			case "redis":
 				c := redistest.Start(b).Client()
-				hook = &countingHook{}
+				hook = &storetest.CountingHook{}
 				c.AddHook(hook)
 				rs, err := redisstore.New(redisstore.Options{Client: c})
 				if err != nil {
@@ -54,7 +55,7 @@ func BenchmarkForcedRefresh(b *testing.B) {
 			}
 			time.Sleep(100 * time.Millisecond) // the first save's event
 			if hook != nil {
-				hook.n.Store(0)
+				hook.N.Store(0)
 			}
 			b.ReportAllocs()
 			for b.Loop() {
@@ -65,7 +66,7 @@ func BenchmarkForcedRefresh(b *testing.B) {
 			if hook != nil {
 				// The event's re-read arrives asynchronously; it is counted
 				// when it lands within the run.
-				b.ReportMetric(float64(hook.n.Load())/float64(b.N), "cmds/op")
+				b.ReportMetric(float64(hook.N.Load())/float64(b.N), "cmds/op")
 			}
 		})
 	}
