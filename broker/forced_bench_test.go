@@ -10,7 +10,6 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker/store/file"
 	redisstore "github.com/tokenbroker/tokenbroker/broker/store/redis"
 	"github.com/tokenbroker/tokenbroker/broker/store/storetest"
-	"github.com/tokenbroker/tokenbroker/sources"
 )
 
 // BenchmarkForcedRefresh measures one whole forced refresh through the
@@ -39,20 +38,9 @@ func BenchmarkForcedRefresh(b *testing.B) {
 				st = rs
 			}
 			defer st.Close()
-			p := newFakeProvider(time.Hour, false)
-			br, err := New(Options{Store: st, Logger: quiet}, []Credential{{Name: "cc", Provider: "fake",
-				Source: fakeSource{p, sources.ClientCredentials}, Fingerprint: "cc"}})
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err := br.Start(context.Background()); err != nil {
-				b.Fatal(err)
-			}
+			br := benchBroker(b, st)
 			defer br.Close()
 			ctx := context.Background()
-			if _, err := br.Token(ctx, "cc"); err != nil {
-				b.Fatal(err)
-			}
 			time.Sleep(100 * time.Millisecond) // the first save's event
 			if hook != nil {
 				hook.N.Store(0)
