@@ -300,3 +300,20 @@ func TestServeRejectsBadConfiguration(t *testing.T) {
 		}
 	}
 }
+
+// keepRunLogs keeps what a fleet run leaves to read in a new directory
+// whose name starts with prefix and which it names in the test's log: the
+// timeline of what the test did (<what>.log) and each broker's log
+// (broker-<name>.log).
+func keepRunLogs(t *testing.T, prefix, what string, timeline *tbtest.SyncBuffer, logs map[string]*tbtest.SyncBuffer) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		return
+	}
+	_ = os.WriteFile(filepath.Join(dir, what+".log"), []byte(timeline.String()), 0o600)
+	for name, l := range logs {
+		_ = os.WriteFile(filepath.Join(dir, "broker-"+name+".log"), []byte(l.String()), 0o600)
+	}
+	t.Logf("the %s and the brokers' logs are in %s", what, dir)
+}

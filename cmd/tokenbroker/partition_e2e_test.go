@@ -4,12 +4,10 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
-	"github.com/tokenbroker/tokenbroker/internal/tbtest"
 	mrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/tokenbroker/tokenbroker/internal/tbtest"
 
 	"github.com/redis/go-redis/v9"
 
@@ -72,6 +72,26 @@ func (w *cutWindow) add(name string, served bool) {
 	} else {
 		w.refused[name]++
 	}
+}
+
+// tally sums the answers in the window, to the credentials in spending and
+// to the others.
+func (w *cutWindow) tally(spending []string) (spendServed, spendRefused, otherServed, otherRefused int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	split := func(counts map[string]int) (spend, other int) {
+		for name, n := range counts {
+			if slices.Contains(spending, name) {
+				spend += n
+			} else {
+				other += n
+			}
+		}
+		return spend, other
+	}
+	spendServed, otherServed = split(w.served)
+	spendRefused, otherRefused = split(w.refused)
+	return spendServed, spendRefused, otherServed, otherRefused
 }
 
 // hammer fetches credential n's token from b until ctx ends, and classifies
@@ -337,18 +357,13 @@ func TestPartitionedBroker(t *testing.T) {
 	t.Cleanup(stopClients)
 	timeline := &tbtest.SyncBuffer{}
 	defer func() { // what a failed run leaves to read
-		if !t.Failed() && os.Getenv(partitionEnv+"_LOGS") == "" {
-			return
+		if t.Failed() || os.Getenv(partitionEnv+"_LOGS") != "" {
+			logs := map[string]*tbtest.SyncBuffer{}
+			for _, b := range brokers {
+				logs[b.name] = b.logs
+			}
+			keepRunLogs(t, "tb-partition-failed", "cuts", timeline, logs)
 		}
-		dir, err := os.MkdirTemp("", "tb-partition-failed")
-		if err != nil {
-			return
-		}
-		_ = os.WriteFile(filepath.Join(dir, "cuts.log"), []byte(timeline.String()), 0o600)
-		for _, b := range brokers {
-			_ = os.WriteFile(filepath.Join(dir, "broker-"+b.name+".log"), []byte(b.logs.String()), 0o600)
-		}
-		t.Logf("the cuts and the brokers' logs are in %s", dir)
 	}()
 
 	// converged waits until the cut broker hands out, for every credential,
@@ -403,24 +418,7 @@ func TestPartitionedBroker(t *testing.T) {
 		if len(pending) > 0 {
 			t.Errorf("cycle %d (%s, %s): the cut daemon did not converge to the fleet's tokens within %s for %v", i+1, kind, length, took.Round(time.Millisecond), pending)
 		}
-		w.mu.Lock()
-		var spendRefused, otherRefused int
-		for name, r := range w.refused {
-			if slices.Contains(spending, name) {
-				spendRefused += r
-			} else {
-				otherRefused += r
-			}
-		}
-		var spendServed, otherServed int
-		for name, s := range w.served {
-			if slices.Contains(spending, name) {
-				spendServed += s
-			} else {
-				otherServed += s
-			}
-		}
-		w.mu.Unlock()
+		spendServed, spendRefused, otherServed, otherRefused := w.tally(spending)
 		// A long cut must show that the tokens in hand ran out and that no
 		// refresh token was spent without Redis. (TestNetnsCuts checks
 		// what each cut reaches.)
