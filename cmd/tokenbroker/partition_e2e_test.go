@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"fmt"
 	mrand "math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"slices"
@@ -183,29 +182,7 @@ func startFleetDaemon(t *testing.T, n *netns, environ []string, sock string, log
 	if n != nil {
 		cmd = n.command(context.Background(), binary, "serve")
 	}
-	cmd.Env = append(slices.Clone(environ), "PATH="+os.Getenv("PATH"), "TOKENBROKER_LOG_FORMAT=json", "TOKENBROKER_LOG_LEVEL=info")
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	d := &daemon{cmd: cmd, sock: sock, logs: logs, done: make(chan error, 1)}
-	go func() { d.done <- cmd.Wait() }()
-	t.Cleanup(d.kill)
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if c, err := net.Dial("unix", sock); err == nil {
-			c.Close()
-			return d
-		}
-		select {
-		case err := <-d.done:
-			d.done <- err
-			t.Fatalf("serve exited before listening: %v\n%s", err, logs)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("socket %s not ready after 20s\n%s", sock, logs)
-		}
-	}
+	return runDaemon(t, cmd, "info", environ, sock, logs)
 }
 
 // holdLocks takes every given refresh lock in Redis at once, as a broker
