@@ -55,9 +55,12 @@ func actAsClient(socket, name string) int {
 	return 0
 }
 
-// The access rules, tested with processes that really run as other users
-// (setpriv), so the kernel's SO_PEERCRED is what decides.
-func TestAccessByPeerCredentials(t *testing.T) {
+// clientAsOthers prepares to run the test binary as a client under other
+// users' ids: it skips unless root with setpriv, and returns setpriv's path,
+// a short directory all may enter, and a copy of the binary in it that all
+// may run.
+func clientAsOthers(t *testing.T) (setpriv, dir, bin string) {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to run clients as other users with setpriv")
 	}
@@ -65,13 +68,12 @@ func TestAccessByPeerCredentials(t *testing.T) {
 	if err != nil {
 		t.Skip("setpriv (util-linux) is not installed")
 	}
-	// A copy of the test binary that other users may run.
-	dir := tbtest.ShortDir(t)
+	dir = tbtest.ShortDir(t)
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	self, _ := os.Executable()
-	bin := filepath.Join(dir, "client")
+	bin = filepath.Join(dir, "client")
 	data, err := os.ReadFile(self)
 	if err != nil {
 		t.Fatal(err)
@@ -79,6 +81,13 @@ func TestAccessByPeerCredentials(t *testing.T) {
 	if err := os.WriteFile(bin, data, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	return setpriv, dir, bin
+}
+
+// The access rules, tested with processes that really run as other users
+// (setpriv), so the kernel's SO_PEERCRED is what decides.
+func TestAccessByPeerCredentials(t *testing.T) {
+	setpriv, dir, bin := clientAsOthers(t)
 	sock := filepath.Join(dir, "tb.sock")
 
 	f := fakebroker.New()

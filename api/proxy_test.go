@@ -8,13 +8,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"github.com/tokenbroker/tokenbroker/internal/tbtest"
-	"github.com/tokenbroker/tokenbroker/internal/tbtest/fakebroker"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -23,6 +20,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tokenbroker/tokenbroker/internal/tbtest"
+	"github.com/tokenbroker/tokenbroker/internal/tbtest/fakebroker"
 
 	"github.com/tokenbroker/tokenbroker/api"
 	"github.com/tokenbroker/tokenbroker/broker"
@@ -620,30 +620,7 @@ func scrapeProxy(t *testing.T, m *api.Metrics) string {
 // The proxy obeys the credential's allow list, by the kernel's account of
 // the caller (setpriv), before anything reaches the upstream.
 func TestProxyAccessByPeerCredentials(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to run clients as other users with setpriv")
-	}
-	setpriv, err := exec.LookPath("setpriv")
-	if err != nil {
-		t.Skip("setpriv (util-linux) is not installed")
-	}
-	dir, err := os.MkdirTemp("", "tbproxyacl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	self, _ := os.Executable()
-	bin := filepath.Join(dir, "client")
-	data, err := os.ReadFile(self)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(bin, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	setpriv, dir, bin := clientAsOthers(t)
 	b := &rotatingBroker{}
 	u := newUpstream(t, b)
 	target, _ := api.ParseUpstream(u.URL)

@@ -6,30 +6,21 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenbroker/tokenbroker/broker/store"
 	"github.com/tokenbroker/tokenbroker/broker/store/file"
 	"github.com/tokenbroker/tokenbroker/sources"
 )
 
 // BenchmarkToken measures the handout path: a map lookup and an atomic load.
 func BenchmarkToken(b *testing.B) {
-	p := newFakeProvider(time.Hour, false)
 	st, err := file.Open(b.TempDir())
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer st.Close()
-	br, err := New(Options{Store: st, Logger: quiet}, []Credential{{Name: "cc", Provider: "fake", Source: fakeSource{p, sources.ClientCredentials}, Fingerprint: "cc"}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := br.Start(context.Background()); err != nil {
-		b.Fatal(err)
-	}
+	br := benchBroker(b, st)
 	defer br.Close()
 	ctx := context.Background()
-	if _, err := br.Token(ctx, "cc"); err != nil {
-		b.Fatal(err)
-	}
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
@@ -38,6 +29,25 @@ func BenchmarkToken(b *testing.B) {
 			}
 		}
 	})
+}
+
+// benchBroker starts a broker over st with one client-credentials
+// credential, "cc", handed out once; the caller closes it.
+func benchBroker(b *testing.B, st store.Store) *Broker {
+	b.Helper()
+	p := newFakeProvider(time.Hour, false)
+	br, err := New(Options{Store: st, Logger: quiet}, []Credential{{Name: "cc", Provider: "fake", Source: fakeSource{p, sources.ClientCredentials}, Fingerprint: "cc"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := br.Start(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := br.Token(context.Background(), "cc"); err != nil {
+		br.Close()
+		b.Fatal(err)
+	}
+	return br
 }
 
 // BenchmarkScheduler measures scheduling n credentials' refreshes.

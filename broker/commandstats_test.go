@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/tokenbroker/tokenbroker/broker/store/storetest"
 )
 
 // The Redis side of TestRedisCommandsPerHandoutAndRefresh, counted by the
@@ -45,24 +47,24 @@ func TestRedisCommandstats(t *testing.T) {
 	}
 
 	reset()
-	before := hook.n.Load()
+	before := hook.N.Load()
 	for range 10000 {
 		if _, err := b.Token(ctx, "fw"); err != nil {
 			t.Fatal(err)
 		}
 	}
 	handoutCmds := stats()
-	if n := hook.n.Load() - before; n != 0 || len(handoutCmds) != 0 {
+	if n := hook.N.Load() - before; n != 0 || len(handoutCmds) != 0 {
 		t.Errorf("10000 handouts: %d commands sent by the broker, server counted %v; want none", n, handoutCmds)
 	}
 
 	reset()
-	before = hook.n.Load()
+	before = hook.N.Load()
 	if err := b.Refresh(ctx, "fw"); err != nil {
 		t.Fatal(err)
 	}
 	waitQuiet(t, hook) // the event and its re-read
-	sent := hook.n.Load() - before
+	sent := hook.N.Load() - before
 	refreshCmds := stats()
 	total := 0
 	for _, n := range refreshCmds {
@@ -110,4 +112,4 @@ func formatCommandstats(m map[string]int) string {
 	return strings.Join(parts, " ")
 }
 
-var _ redis.Hook = (*countingHook)(nil)
+var _ redis.Hook = (*storetest.CountingHook)(nil)

@@ -14,26 +14,9 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker/redistest"
 	"github.com/tokenbroker/tokenbroker/broker/store"
 	redisstore "github.com/tokenbroker/tokenbroker/broker/store/redis"
-	"github.com/tokenbroker/tokenbroker/broker/store/seal"
+	"github.com/tokenbroker/tokenbroker/broker/store/storetest"
 	"github.com/tokenbroker/tokenbroker/sources"
 )
-
-func testKey(id string, b byte) seal.SealKey {
-	k := seal.SealKey{ID: id}
-	for i := range k.Key {
-		k.Key[i] = b + byte(i)
-	}
-	return k
-}
-
-func sealer(t testing.TB, keys ...seal.SealKey) *seal.Sealer {
-	t.Helper()
-	s, err := seal.NewSealer(keys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
 
 // With a key, neither the state dir nor a Redis dump holds a token in clear;
 // a broker with the wrong key refuses to start instead of overwriting.
@@ -42,12 +25,12 @@ func TestEncryptedStores(t *testing.T) {
 	rec := store.Record{Generation: 1, Token: sources.Token{AccessToken: sources.NewSecret("AT-CLEAR-TEXT"), RefreshToken: sources.NewSecret("RT-CLEAR-TEXT"), Expiry: time.Now().Add(time.Hour)}}
 	dir := t.TempDir()
 	fs := openStore(t, dir)
-	fs.Sealer = sealer(t, testKey("k1", 1))
+	fs.Sealer = storetest.Sealer(t, storetest.Key("k1", 1))
 	if err := fs.Save(ctx, "c.1", rec); err != nil {
 		t.Fatal(err)
 	}
 	srv := redistest.Start(t)
-	rs, _ := redisstore.New(redisstore.Options{Client: srv.Client(), Sealer: sealer(t, testKey("k1", 1))})
+	rs, _ := redisstore.New(redisstore.Options{Client: srv.Client(), Sealer: storetest.Sealer(t, storetest.Key("k1", 1))})
 	if err := rs.Save(ctx, "c.1", rec); err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +58,7 @@ func TestEncryptedStores(t *testing.T) {
 	fs.Close()
 	fs2 := openStore(t, dir)
 	defer fs2.Close()
-	fs2.Sealer = sealer(t, testKey("k2", 2))
+	fs2.Sealer = storetest.Sealer(t, storetest.Key("k2", 2))
 	p := newFakeProvider(time.Hour, false)
 	b, err := New(Options{Store: fs2, Logger: quiet}, []Credential{{Name: "c", Provider: "fake", Source: fakeSource{p, sources.ClientCredentials}, Fingerprint: "x"}})
 	if err != nil {

@@ -8,24 +8,13 @@ import (
 	"time"
 
 	"github.com/bsm/redislock"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/tokenbroker/tokenbroker/broker/redistest"
 	redisstore "github.com/tokenbroker/tokenbroker/broker/store/redis"
+	"github.com/tokenbroker/tokenbroker/broker/store/storetest"
 	"github.com/tokenbroker/tokenbroker/sources"
 	"github.com/tokenbroker/tokenbroker/sources/oauthtest"
 )
-
-// countingHook counts the Redis commands a client sends.
-type countingHook struct{ n atomic.Int64 }
-
-func (h *countingHook) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *countingHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error { h.n.Add(1); return next(ctx, cmd) }
-}
-func (h *countingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error { h.n.Add(int64(len(cmds))); return next(ctx, cmds) }
-}
 
 func fleetCred(p *oauthtest.Provider, seed string) Credential {
 	d, _ := sources.Preset("firework", sources.RefreshToken)
@@ -41,22 +30,22 @@ func TestRedisCommandsPerHandoutAndRefresh(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitQuiet(t, hook) // the broker's own event and its re-read come later
-	before := hook.n.Load()
+	before := hook.N.Load()
 	for range 10000 {
 		if _, err := b.Token(context.Background(), "fw"); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if n := hook.n.Load() - before; n != 0 {
+	if n := hook.N.Load() - before; n != 0 {
 		t.Errorf("10000 handouts sent %d Redis commands; want 0", n)
 	}
 	for i := range 2 { // the second run has the scripts cached
-		before = hook.n.Load()
+		before = hook.N.Load()
 		if err := b.Refresh(context.Background(), "fw"); err != nil {
 			t.Fatal(err)
 		}
 		waitQuiet(t, hook)
-		n := hook.n.Load() - before
+		n := hook.N.Load() - before
 		t.Logf("refresh %d: %d Redis commands", i+1, n)
 		if i == 1 && n > 6 {
 			t.Errorf("a refresh sent %d Redis commands; want <= 6", n)
@@ -160,16 +149,16 @@ func (o *heldObserver) LockWaited(_ string, _ time.Duration, outcome string) {
 // 20 ms apart: its own event and the re-read that event triggers come after
 // the call that caused them returned. Counting polls, not elapsed time, keeps
 // a stall of the whole process from passing for quiet.
-func waitQuiet(t *testing.T, hook *countingHook) {
+func waitQuiet(t *testing.T, hook *storetest.CountingHook) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	last := hook.n.Load()
+	last := hook.N.Load()
 	for still := 0; still < 15; {
 		if time.Now().After(deadline) {
 			t.Fatal("the broker's Redis commands did not settle within 10 s")
 		}
 		time.Sleep(20 * time.Millisecond)
-		if n := hook.n.Load(); n != last {
+		if n := hook.N.Load(); n != last {
 			last, still = n, 0
 		} else {
 			still++
@@ -179,13 +168,13 @@ func waitQuiet(t *testing.T, hook *countingHook) {
 
 // countedBroker starts a broker on a fresh redis-server whose client counts
 // the commands it sends, with one rotating credential "fw".
-func countedBroker(t *testing.T) (*redistest.Server, *Broker, *countingHook) {
+func countedBroker(t *testing.T) (*redistest.Server, *Broker, *storetest.CountingHook) {
 	t.Helper()
 	srv := redistest.Start(t)
 	p := oauthtest.StartTest(t, oauthtest.Options{AccessLifetime: time.Hour, Rotate: true})
 	p.AddClient(oauthtest.Client{ID: "fw", RedirectURI: "http://127.0.0.1/cb", Dialect: oauthtest.Firework})
 	c := srv.Client()
-	hook := &countingHook{}
+	hook := &storetest.CountingHook{}
 	c.AddHook(hook)
 	st, _ := redisstore.New(redisstore.Options{Client: c})
 	b, err := New(Options{Store: st, Logger: quiet}, []Credential{fleetCred(p, p.IssueRefreshToken("fw"))})

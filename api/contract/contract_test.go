@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"reflect"
 	"runtime"
@@ -21,6 +20,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/api"
 	"github.com/tokenbroker/tokenbroker/api/client"
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/internal/tbtest"
 	"github.com/tokenbroker/tokenbroker/sources"
 )
 
@@ -78,12 +78,7 @@ func (f *fakeBroker) CompleteAuthorization(_ context.Context, name, state, code 
 // does) on a new socket until the test ends and returns a client of it.
 func serve(t *testing.T, f api.Broker) *client.Client {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "tbw") // short: socket paths are limited
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	opts := api.Options{Path: filepath.Join(dir, "tb.sock"), Logger: slog.New(slog.DiscardHandler)}
+	opts := api.Options{Path: filepath.Join(tbtest.ShortDir(t), "tb.sock"), Logger: slog.New(slog.DiscardHandler)}
 	l, err := api.Listen(opts)
 	if err != nil {
 		t.Fatal(err)

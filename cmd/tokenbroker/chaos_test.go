@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -190,18 +189,13 @@ func TestChaos(t *testing.T) {
 	const slowDelay = 1500 * time.Millisecond // past the 1 s request timeout, within the stop's 2 s grace
 	timeline := &tbtest.SyncBuffer{}
 	defer func() { // what a failed run leaves to read
-		if !t.Failed() {
-			return
+		if t.Failed() {
+			logs := map[string]*tbtest.SyncBuffer{}
+			for _, b := range brokers {
+				logs[b.name] = b.logs
+			}
+			keepRunLogs(t, "tb-chaos-failed", "faults", timeline, logs)
 		}
-		dir, err := os.MkdirTemp("", "tb-chaos-failed")
-		if err != nil {
-			return
-		}
-		_ = os.WriteFile(filepath.Join(dir, "faults.log"), []byte(timeline.String()), 0o600)
-		for _, b := range brokers {
-			_ = os.WriteFile(filepath.Join(dir, "broker-"+b.name+".log"), []byte(b.logs.String()), 0o600)
-		}
-		t.Logf("the faults and the brokers' logs are in %s", dir)
 	}()
 	end := time.Now().Add(duration)
 	for time.Now().Before(end) {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -49,30 +50,35 @@ type daemon struct {
 // startDaemon runs serve with environ and waits until the socket answers.
 func startDaemon(t *testing.T, environ []string, sock string, logs *tbtest.SyncBuffer) *daemon {
 	t.Helper()
-	cmd := exec.Command(binary, "serve")
-	cmd.Env = append(environ, "PATH="+os.Getenv("PATH"), "TOKENBROKER_LOG_FORMAT=json", "TOKENBROKER_LOG_LEVEL=debug")
+	return runDaemon(t, exec.Command(binary, "serve"), "debug", environ, sock, logs)
+}
+
+// runDaemon starts cmd, a serve, with environ, JSON logs at level into
+// logs, and waits until its socket answers. The test's end kills it.
+func runDaemon(t *testing.T, cmd *exec.Cmd, level string, environ []string, sock string, logs *tbtest.SyncBuffer) *daemon {
+	t.Helper()
+	cmd.Env = append(slices.Clone(environ), "PATH="+os.Getenv("PATH"), "TOKENBROKER_LOG_FORMAT=json", "TOKENBROKER_LOG_LEVEL="+level)
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	d := &daemon{cmd: cmd, sock: sock, logs: logs, done: make(chan error, 1)}
 	go func() { d.done <- cmd.Wait() }()
-	t.Cleanup(func() { d.kill() })
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	t.Cleanup(d.kill)
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		if c, err := net.Dial("unix", sock); err == nil {
 			c.Close()
 			return d
 		}
 		select {
 		case err := <-d.done:
+			d.done <- err
 			t.Fatalf("serve exited before listening: %v\n%s", err, logs)
 		default:
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("socket %s not ready after 20s\n%s", sock, logs)
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -299,4 +305,21 @@ func TestServeRejectsBadConfiguration(t *testing.T) {
 			t.Errorf("output does not name %s:\n%s", want, out)
 		}
 	}
+}
+
+// keepRunLogs keeps what a fleet run leaves to read in a new directory
+// whose name starts with prefix and which it names in the test's log: the
+// timeline of what the test did (<what>.log) and each broker's log
+// (broker-<name>.log).
+func keepRunLogs(t *testing.T, prefix, what string, timeline *tbtest.SyncBuffer, logs map[string]*tbtest.SyncBuffer) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		return
+	}
+	_ = os.WriteFile(filepath.Join(dir, what+".log"), []byte(timeline.String()), 0o600)
+	for name, l := range logs {
+		_ = os.WriteFile(filepath.Join(dir, "broker-"+name+".log"), []byte(l.String()), 0o600)
+	}
+	t.Logf("the %s and the brokers' logs are in %s", what, dir)
 }

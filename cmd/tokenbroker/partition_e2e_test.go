@@ -4,12 +4,9 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
-	"github.com/tokenbroker/tokenbroker/internal/tbtest"
 	mrand "math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/tokenbroker/tokenbroker/internal/tbtest"
 
 	"github.com/redis/go-redis/v9"
 
@@ -72,6 +71,26 @@ func (w *cutWindow) add(name string, served bool) {
 	} else {
 		w.refused[name]++
 	}
+}
+
+// tally sums the answers in the window, to the credentials in spending and
+// to the others.
+func (w *cutWindow) tally(spending []string) (spendServed, spendRefused, otherServed, otherRefused int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	split := func(counts map[string]int) (spend, other int) {
+		for name, n := range counts {
+			if slices.Contains(spending, name) {
+				spend += n
+			} else {
+				other += n
+			}
+		}
+		return spend, other
+	}
+	spendServed, otherServed = split(w.served)
+	spendRefused, otherRefused = split(w.refused)
+	return spendServed, spendRefused, otherServed, otherRefused
 }
 
 // hammer fetches credential n's token from b until ctx ends, and classifies
@@ -163,29 +182,7 @@ func startFleetDaemon(t *testing.T, n *netns, environ []string, sock string, log
 	if n != nil {
 		cmd = n.command(context.Background(), binary, "serve")
 	}
-	cmd.Env = append(slices.Clone(environ), "PATH="+os.Getenv("PATH"), "TOKENBROKER_LOG_FORMAT=json", "TOKENBROKER_LOG_LEVEL=info")
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	d := &daemon{cmd: cmd, sock: sock, logs: logs, done: make(chan error, 1)}
-	go func() { d.done <- cmd.Wait() }()
-	t.Cleanup(d.kill)
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if c, err := net.Dial("unix", sock); err == nil {
-			c.Close()
-			return d
-		}
-		select {
-		case err := <-d.done:
-			d.done <- err
-			t.Fatalf("serve exited before listening: %v\n%s", err, logs)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("socket %s not ready after 20s\n%s", sock, logs)
-		}
-	}
+	return runDaemon(t, cmd, "info", environ, sock, logs)
 }
 
 // holdLocks takes every given refresh lock in Redis at once, as a broker
@@ -337,18 +334,13 @@ func TestPartitionedBroker(t *testing.T) {
 	t.Cleanup(stopClients)
 	timeline := &tbtest.SyncBuffer{}
 	defer func() { // what a failed run leaves to read
-		if !t.Failed() && os.Getenv(partitionEnv+"_LOGS") == "" {
-			return
+		if t.Failed() || os.Getenv(partitionEnv+"_LOGS") != "" {
+			logs := map[string]*tbtest.SyncBuffer{}
+			for _, b := range brokers {
+				logs[b.name] = b.logs
+			}
+			keepRunLogs(t, "tb-partition-failed", "cuts", timeline, logs)
 		}
-		dir, err := os.MkdirTemp("", "tb-partition-failed")
-		if err != nil {
-			return
-		}
-		_ = os.WriteFile(filepath.Join(dir, "cuts.log"), []byte(timeline.String()), 0o600)
-		for _, b := range brokers {
-			_ = os.WriteFile(filepath.Join(dir, "broker-"+b.name+".log"), []byte(b.logs.String()), 0o600)
-		}
-		t.Logf("the cuts and the brokers' logs are in %s", dir)
 	}()
 
 	// converged waits until the cut broker hands out, for every credential,
@@ -403,24 +395,7 @@ func TestPartitionedBroker(t *testing.T) {
 		if len(pending) > 0 {
 			t.Errorf("cycle %d (%s, %s): the cut daemon did not converge to the fleet's tokens within %s for %v", i+1, kind, length, took.Round(time.Millisecond), pending)
 		}
-		w.mu.Lock()
-		var spendRefused, otherRefused int
-		for name, r := range w.refused {
-			if slices.Contains(spending, name) {
-				spendRefused += r
-			} else {
-				otherRefused += r
-			}
-		}
-		var spendServed, otherServed int
-		for name, s := range w.served {
-			if slices.Contains(spending, name) {
-				spendServed += s
-			} else {
-				otherServed += s
-			}
-		}
-		w.mu.Unlock()
+		spendServed, spendRefused, otherServed, otherRefused := w.tally(spending)
 		// A long cut must show that the tokens in hand ran out and that no
 		// refresh token was spent without Redis. (TestNetnsCuts checks
 		// what each cut reaches.)

@@ -3,6 +3,8 @@ package file
 import (
 	"context"
 	"testing"
+
+	"github.com/tokenbroker/tokenbroker/broker/store/storetest"
 )
 
 // BenchmarkFileStoreSave measures the embedded store's durable write: read
@@ -20,7 +22,7 @@ func BenchmarkFileStoreSave(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		gen++
-		if err := s.Save(ctx, "cred.0123456789abcdef", benchRecord(gen)); err != nil {
+		if err := s.Save(ctx, "cred.0123456789abcdef", storetest.BenchRecord(gen)); err != nil {
 			b.Fatal(err)
 		}
 	}

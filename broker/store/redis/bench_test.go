@@ -7,6 +7,7 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/broker/redistest"
 	"github.com/tokenbroker/tokenbroker/broker/store/seal"
+	"github.com/tokenbroker/tokenbroker/broker/store/storetest"
 )
 
 // BenchmarkRedisRefreshPath measures the store side of one refresh against a
@@ -18,10 +19,10 @@ func BenchmarkRedisRefreshPath(b *testing.B) {
 	for _, tc := range []struct {
 		name   string
 		sealer *seal.Sealer
-	}{{"plain", nil}, {"sealed", sealer(b, testKey("a", 1))}} {
+	}{{"plain", nil}, {"sealed", storetest.Sealer(b, storetest.Key("a", 1))}} {
 		b.Run(tc.name, func(b *testing.B) {
 			c := srv.Client()
-			hook := &countingHook{}
+			hook := &storetest.CountingHook{}
 			c.AddHook(hook)
 			s, err := New(Options{Client: c, Sealer: tc.sealer, Prefix: "bench-" + tc.name + ":"})
 			if err != nil {
@@ -31,10 +32,10 @@ func BenchmarkRedisRefreshPath(b *testing.B) {
 			// A key of its own: the framework calls this function once per
 			// b.N it tries.
 			key := fmt.Sprintf("cred.%016x", benchKeys.Add(1))
-			if err := s.Save(ctx, key, benchRecord(1)); err != nil {
+			if err := s.Save(ctx, key, storetest.BenchRecord(1)); err != nil {
 				b.Fatal(err)
 			}
-			hook.n.Store(0)
+			hook.N.Store(0)
 			b.ReportAllocs()
 			for b.Loop() {
 				lease, err := s.Lock(ctx, key)
@@ -45,14 +46,14 @@ func BenchmarkRedisRefreshPath(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				if err := s.Save(ctx, key, benchRecord(rec.Generation+1)); err != nil {
+				if err := s.Save(ctx, key, storetest.BenchRecord(rec.Generation+1)); err != nil {
 					b.Fatal(err)
 				}
 				if err := lease.Release(ctx); err != nil {
 					b.Fatal(err)
 				}
 			}
-			b.ReportMetric(float64(hook.n.Load())/float64(b.N), "cmds/op")
+			b.ReportMetric(float64(hook.N.Load())/float64(b.N), "cmds/op")
 		})
 	}
 }
