@@ -4,6 +4,8 @@ package redis
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"strconv"
@@ -59,7 +61,20 @@ type Store struct {
 	prefix string
 	ttl    time.Duration
 	op     time.Duration
+
+	// Locks whose outcome is unknown, released by the reaper.
+	mu      sync.Mutex
+	orphans map[orphan]time.Time // -> give-up time once Redis answered; zero before
+	reaping bool
+	closed  bool
+	wake    chan struct{}
+	stop    chan struct{}
+	wg      sync.WaitGroup
 }
+
+// orphan is a lock this store may hold without knowing it: an attempt
+// or a release that got no answer.
+type orphan struct{ key, token string }
 
 // New returns a store over opts.Client. It does not contact Redis.
 func New(opts Options) (*Store, error) {
@@ -75,7 +90,8 @@ func New(opts Options) (*Store, error) {
 	if opts.OpTimeout <= 0 {
 		opts.OpTimeout = 2 * time.Second
 	}
-	return &Store{c: opts.Client, locker: redislock.New(opts.Client), sealer: opts.Sealer, prefix: opts.Prefix, ttl: opts.LockTTL, op: opts.OpTimeout}, nil
+	return &Store{c: opts.Client, locker: redislock.New(opts.Client), sealer: opts.Sealer, prefix: opts.Prefix, ttl: opts.LockTTL, op: opts.OpTimeout,
+		orphans: map[orphan]time.Time{}, wake: make(chan struct{}, 1), stop: make(chan struct{})}, nil
 }
 
 func (s *Store) recKey(key string) string  { return s.prefix + "{" + key + "}:rec" }
@@ -143,16 +159,24 @@ func (s *Store) Acquire(ctx context.Context, key string, mode store.Mode) (store
 // Lock implements store.Store: the lock's value is a random owner token
 // (redislock); release and extension act only while it is still ours.
 func (s *Store) Lock(ctx context.Context, key string) (store.Lock, error) {
+	token, err := newToken()
+	if err != nil {
+		return nil, fmt.Errorf("redis: locking %s: %w", key, err)
+	}
 	octx, cancel := context.WithTimeout(ctx, s.op)
 	defer cancel()
-	l, err := s.locker.Obtain(octx, s.lockKey(key), s.ttl, nil)
+	l, err := s.locker.Obtain(octx, s.lockKey(key), s.ttl, &redislock.Options{Token: token})
 	if errors.Is(err, redislock.ErrNotObtained) {
 		return nil, store.ErrLockHeld
 	}
 	if err != nil {
+		// No answer (timeout, cut link): the SET may still reach Redis,
+		// even after the link is back, and take the lock for a whole lease
+		// with no owner to use or release it; peers would wait it out.
+		s.forget(s.lockKey(key), token)
 		return nil, fmt.Errorf("redis: locking %s: %w", key, err)
 	}
-	ls := &lease{l: l, ttl: s.ttl, op: s.op, stop: make(chan struct{})}
+	ls := &lease{l: l, ttl: s.ttl, op: s.op, stop: make(chan struct{}), forget: s.forget}
 	ls.wg.Add(1)
 	go ls.extend()
 	return ls, nil
@@ -170,6 +194,8 @@ type lease struct {
 	stop chan struct{}
 	once sync.Once
 	wg   sync.WaitGroup
+	// forget hands a release that got no answer to the store's reaper.
+	forget func(key, token string)
 }
 
 func (l *lease) extend() {
@@ -207,6 +233,10 @@ func (l *lease) Release(ctx context.Context) error {
 	err := l.l.Release(ctx)
 	if errors.Is(err, redislock.ErrLockNotHeld) {
 		return nil // expired; nothing to release
+	}
+	if err != nil && l.forget != nil {
+		// Peers would otherwise wait out the lease.
+		l.forget(l.l.Key(), l.l.Token())
 	}
 	return err
 }
@@ -253,5 +283,108 @@ func (s *Store) Watch(ctx context.Context, fn func(key string)) error {
 	}
 }
 
-// Close implements store.Store; the caller owns the client.
-func (s *Store) Close() error { return nil }
+// Close implements store.Store: it stops releasing forgotten locks (they
+// expire with their lease); the caller owns the client.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if !s.closed {
+		s.closed = true
+		close(s.stop)
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return nil
+}
+
+// releaseScript deletes a lock only while it holds the given owner token,
+// as redislock's release does: a lock that is not ours is left alone.
+var releaseScript = goredis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`)
+
+// isReply tells an error Redis answered with (which starts the reaper's
+// clock) from a timeout or a network error.
+func isReply(err error) bool {
+	var re goredis.Error
+	return errors.As(err, &re)
+}
+
+func newToken() (string, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+// forget hands the reaper a lock this store may hold without knowing it.
+func (s *Store) forget(key, token string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	s.orphans[orphan{key, token}] = time.Time{}
+	if !s.reaping {
+		s.reaping = true
+		s.wg.Add(1)
+		go s.reap()
+	}
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// reapEvery is how often the reaper tries its releases: short, since a
+// late SET that lands between two tries blocks the fleet until the next.
+func (s *Store) reapEvery() time.Duration { return min(200*time.Millisecond, s.ttl/10) }
+
+// reap releases forgotten locks by compare-and-delete. The SET of an
+// attempt that got no answer can land late (1.2 s after a cut link came
+// back, in the partition run), and go-redis may have sent it more than
+// once, so each token is released again at every tick until one lease
+// has passed since Redis first answered for it. It ends when nothing is
+// left, and on Close.
+func (s *Store) reap() {
+	defer s.wg.Done()
+	t := time.NewTicker(s.reapEvery())
+	defer t.Stop()
+	for {
+		s.mu.Lock()
+		todo := make([]orphan, 0, len(s.orphans))
+		for o := range s.orphans {
+			todo = append(todo, o)
+		}
+		s.mu.Unlock()
+		for _, o := range todo {
+			ctx, cancel := context.WithTimeout(context.Background(), s.op)
+			err := releaseScript.Run(ctx, s.c, []string{o.key}, o.token).Err()
+			cancel()
+			now := time.Now()
+			s.mu.Lock()
+			switch until := s.orphans[o]; {
+			case err != nil && !isReply(err): // no answer yet: the clock has not started
+			case until.IsZero():
+				s.orphans[o] = now.Add(s.ttl)
+			case now.After(until):
+				delete(s.orphans, o)
+			}
+			s.mu.Unlock()
+		}
+		s.mu.Lock()
+		if len(s.orphans) == 0 {
+			s.reaping = false
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		case <-s.wake:
+		}
+	}
+}
