@@ -62,9 +62,9 @@ type Store struct {
 	ttl    time.Duration
 	op     time.Duration
 
-	// Locks whose outcome is unknown, released by the reaper.
+	// Locks whose outcome is unknown, by key, released by the reaper.
 	mu      sync.Mutex
-	orphans map[orphan]time.Time // -> give-up time once Redis answered; zero before
+	orphans map[string]*orphans
 	reaping bool
 	closed  bool
 	wake    chan struct{}
@@ -72,9 +72,16 @@ type Store struct {
 	wg      sync.WaitGroup
 }
 
-// orphan is a lock this store may hold without knowing it: an attempt
-// or a release that got no answer.
-type orphan struct{ key, token string }
+// orphans are the owner tokens of one key's lock that this store may hold
+// without knowing it: attempts or releases that got no answer.
+type orphans struct {
+	tokens []string
+	until  time.Time // when to give up, once Redis answered; zero before
+}
+
+// maxOrphans bounds the tokens kept per key through a long outage, in
+// which every refresh retry adds one; the oldest go first.
+const maxOrphans = 32
 
 // New returns a store over opts.Client. It does not contact Redis.
 func New(opts Options) (*Store, error) {
@@ -91,7 +98,7 @@ func New(opts Options) (*Store, error) {
 		opts.OpTimeout = 2 * time.Second
 	}
 	return &Store{c: opts.Client, locker: redislock.New(opts.Client), sealer: opts.Sealer, prefix: opts.Prefix, ttl: opts.LockTTL, op: opts.OpTimeout,
-		orphans: map[orphan]time.Time{}, wake: make(chan struct{}, 1), stop: make(chan struct{})}, nil
+		orphans: map[string]*orphans{}, wake: make(chan struct{}, 1), stop: make(chan struct{})}, nil
 }
 
 func (s *Store) recKey(key string) string  { return s.prefix + "{" + key + "}:rec" }
@@ -296,10 +303,14 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// releaseScript deletes a lock only while it holds the given owner token,
-// as redislock's release does: a lock that is not ours is left alone.
+// releaseScript deletes a lock only while it holds one of the given owner
+// tokens, as redislock's release does: a lock that is not ours is left alone.
 var releaseScript = goredis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+for _, t in ipairs(ARGV) do
+  if v == t then return redis.call('DEL', KEYS[1]) end
+end
 return 0
 `)
 
@@ -325,7 +336,16 @@ func (s *Store) forget(key, token string) {
 	if s.closed {
 		return
 	}
-	s.orphans[orphan{key, token}] = time.Time{}
+	o := s.orphans[key]
+	if o == nil {
+		o = &orphans{}
+		s.orphans[key] = o
+	}
+	o.tokens = append(o.tokens, token)
+	if len(o.tokens) > maxOrphans {
+		o.tokens = o.tokens[len(o.tokens)-maxOrphans:]
+	}
+	o.until = time.Time{} // a new unknown: wait for Redis to answer again
 	if !s.reaping {
 		s.reaping = true
 		s.wg.Add(1)
@@ -341,37 +361,47 @@ func (s *Store) forget(key, token string) {
 // late SET that lands between two tries blocks the fleet until the next.
 func (s *Store) reapEvery() time.Duration { return min(200*time.Millisecond, s.ttl/10) }
 
-// reap releases forgotten locks by compare-and-delete. The SET of an
-// attempt that got no answer can land late (1.2 s after a cut link came
-// back, in the partition run), and go-redis may have sent it more than
-// once, so each token is released again at every tick until one lease
-// has passed since Redis first answered for it. It ends when nothing is
-// left, and on Close.
+// reap releases forgotten locks by compare-and-delete, one command per
+// key. The SET of an attempt that got no answer can land late (1.2 s
+// after a cut link came back, in the partition run), so each key's tokens
+// are released again at every tick until one lease has passed since Redis
+// first answered for them. It ends when nothing is left, and on Close.
 func (s *Store) reap() {
 	defer s.wg.Done()
 	t := time.NewTicker(s.reapEvery())
 	defer t.Stop()
 	for {
 		s.mu.Lock()
-		todo := make([]orphan, 0, len(s.orphans))
-		for o := range s.orphans {
-			todo = append(todo, o)
+		todo := make(map[string][]any, len(s.orphans))
+		for key, o := range s.orphans {
+			for _, tok := range o.tokens {
+				todo[key] = append(todo[key], tok)
+			}
 		}
 		s.mu.Unlock()
-		for _, o := range todo {
+		for key, tokens := range todo {
 			ctx, cancel := context.WithTimeout(context.Background(), s.op)
-			err := releaseScript.Run(ctx, s.c, []string{o.key}, o.token).Err()
+			err := releaseScript.Run(ctx, s.c, []string{key}, tokens...).Err()
 			cancel()
+			if err != nil && !isReply(err) {
+				break // no answer: the clocks have not started; all again at the next tick
+			}
 			now := time.Now()
 			s.mu.Lock()
-			switch until := s.orphans[o]; {
-			case err != nil && !isReply(err): // no answer yet: the clock has not started
-			case until.IsZero():
-				s.orphans[o] = now.Add(s.ttl)
-			case now.After(until):
-				delete(s.orphans, o)
+			if o := s.orphans[key]; o != nil {
+				switch {
+				case o.until.IsZero():
+					o.until = now.Add(s.ttl)
+				case now.After(o.until):
+					delete(s.orphans, key)
+				}
 			}
 			s.mu.Unlock()
+			select {
+			case <-s.stop:
+				return
+			default:
+			}
 		}
 		s.mu.Lock()
 		if len(s.orphans) == 0 {
