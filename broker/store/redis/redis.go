@@ -291,7 +291,8 @@ func (s *Store) Watch(ctx context.Context, fn func(key string)) error {
 }
 
 // Close implements store.Store: it stops releasing forgotten locks (they
-// expire with their lease); the caller owns the client.
+// expire with their lease), waiting for at most one command in flight;
+// the caller owns the client.
 func (s *Store) Close() error {
 	s.mu.Lock()
 	if !s.closed {
@@ -404,7 +405,7 @@ func (s *Store) reap() {
 			}
 		}
 		s.mu.Lock()
-		if len(s.orphans) == 0 {
+		if len(s.orphans) == 0 || s.closed {
 			s.reaping = false
 			s.mu.Unlock()
 			return
