@@ -14,6 +14,7 @@ func newRedisStore(t *testing.T, srv *redistest.Server, ttl time.Duration) *Stor
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { s.Close() })
 	return s
 }
 

@@ -4,6 +4,8 @@ package redis
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"strconv"
@@ -59,7 +61,27 @@ type Store struct {
 	prefix string
 	ttl    time.Duration
 	op     time.Duration
+
+	// Locks whose outcome is unknown, by key, released by the reaper.
+	mu      sync.Mutex
+	orphans map[string]*orphans
+	reaping bool
+	closed  bool
+	wake    chan struct{}
+	stop    chan struct{}
+	wg      sync.WaitGroup
 }
+
+// orphans are the owner tokens of one key's lock that this store may hold
+// without knowing it: attempts or releases that got no answer.
+type orphans struct {
+	tokens []string
+	until  time.Time // when to give up, once Redis answered; zero before
+}
+
+// maxOrphans bounds the tokens kept per key through a long outage, in
+// which every refresh retry adds one; the oldest go first.
+const maxOrphans = 32
 
 // New returns a store over opts.Client. It does not contact Redis.
 func New(opts Options) (*Store, error) {
@@ -75,7 +97,8 @@ func New(opts Options) (*Store, error) {
 	if opts.OpTimeout <= 0 {
 		opts.OpTimeout = 2 * time.Second
 	}
-	return &Store{c: opts.Client, locker: redislock.New(opts.Client), sealer: opts.Sealer, prefix: opts.Prefix, ttl: opts.LockTTL, op: opts.OpTimeout}, nil
+	return &Store{c: opts.Client, locker: redislock.New(opts.Client), sealer: opts.Sealer, prefix: opts.Prefix, ttl: opts.LockTTL, op: opts.OpTimeout,
+		orphans: map[string]*orphans{}, wake: make(chan struct{}, 1), stop: make(chan struct{})}, nil
 }
 
 func (s *Store) recKey(key string) string  { return s.prefix + "{" + key + "}:rec" }
@@ -143,16 +166,24 @@ func (s *Store) Acquire(ctx context.Context, key string, mode store.Mode) (store
 // Lock implements store.Store: the lock's value is a random owner token
 // (redislock); release and extension act only while it is still ours.
 func (s *Store) Lock(ctx context.Context, key string) (store.Lock, error) {
+	token, err := newToken()
+	if err != nil {
+		return nil, fmt.Errorf("redis: locking %s: %w", key, err)
+	}
 	octx, cancel := context.WithTimeout(ctx, s.op)
 	defer cancel()
-	l, err := s.locker.Obtain(octx, s.lockKey(key), s.ttl, nil)
+	l, err := s.locker.Obtain(octx, s.lockKey(key), s.ttl, &redislock.Options{Token: token})
 	if errors.Is(err, redislock.ErrNotObtained) {
 		return nil, store.ErrLockHeld
 	}
 	if err != nil {
+		// No answer (timeout, cut link): the SET may still reach Redis,
+		// even after the link is back, and take the lock for a whole lease
+		// with no owner to use or release it; peers would wait it out.
+		s.forget(s.lockKey(key), token)
 		return nil, fmt.Errorf("redis: locking %s: %w", key, err)
 	}
-	ls := &lease{l: l, ttl: s.ttl, op: s.op, stop: make(chan struct{})}
+	ls := &lease{l: l, ttl: s.ttl, op: s.op, stop: make(chan struct{}), forget: s.forget}
 	ls.wg.Add(1)
 	go ls.extend()
 	return ls, nil
@@ -170,6 +201,8 @@ type lease struct {
 	stop chan struct{}
 	once sync.Once
 	wg   sync.WaitGroup
+	// forget hands a release that got no answer to the store's reaper.
+	forget func(key, token string)
 }
 
 func (l *lease) extend() {
@@ -207,6 +240,10 @@ func (l *lease) Release(ctx context.Context) error {
 	err := l.l.Release(ctx)
 	if errors.Is(err, redislock.ErrLockNotHeld) {
 		return nil // expired; nothing to release
+	}
+	if err != nil && l.forget != nil {
+		// Peers would otherwise wait out the lease.
+		l.forget(l.l.Key(), l.l.Token())
 	}
 	return err
 }
@@ -253,5 +290,132 @@ func (s *Store) Watch(ctx context.Context, fn func(key string)) error {
 	}
 }
 
-// Close implements store.Store; the caller owns the client.
-func (s *Store) Close() error { return nil }
+// Close implements store.Store: it stops releasing forgotten locks (they
+// expire with their lease), waiting for at most one command in flight;
+// the caller owns the client.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if !s.closed {
+		s.closed = true
+		close(s.stop)
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return nil
+}
+
+// releaseScript deletes a lock only while it holds one of the given owner
+// tokens, as redislock's release does: a lock that is not ours is left alone.
+var releaseScript = goredis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+for _, t in ipairs(ARGV) do
+  if v == t then return redis.call('DEL', KEYS[1]) end
+end
+return 0
+`)
+
+// isReply tells an error Redis answered with (which starts the reaper's
+// clock) from a timeout or a network error.
+func isReply(err error) bool {
+	var re goredis.Error
+	return errors.As(err, &re)
+}
+
+func newToken() (string, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+// forget hands the reaper a lock this store may hold without knowing it.
+func (s *Store) forget(key, token string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	o := s.orphans[key]
+	if o == nil {
+		o = &orphans{}
+		s.orphans[key] = o
+	}
+	o.tokens = append(o.tokens, token)
+	if len(o.tokens) > maxOrphans {
+		o.tokens = o.tokens[len(o.tokens)-maxOrphans:]
+	}
+	o.until = time.Time{} // a new unknown: wait for Redis to answer again
+	if !s.reaping {
+		s.reaping = true
+		s.wg.Add(1)
+		go s.reap()
+	}
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// reapEvery is how often the reaper tries its releases: short, since a
+// late SET that lands between two tries blocks the fleet until the next.
+func (s *Store) reapEvery() time.Duration { return min(200*time.Millisecond, s.ttl/10) }
+
+// reap releases forgotten locks by compare-and-delete, one command per
+// key. The SET of an attempt that got no answer can land late (1.2 s
+// after a cut link came back, in the partition run), so each key's tokens
+// are released again at every tick until one lease has passed since Redis
+// first answered for them. It ends when nothing is left, and on Close.
+func (s *Store) reap() {
+	defer s.wg.Done()
+	t := time.NewTicker(s.reapEvery())
+	defer t.Stop()
+	for {
+		s.mu.Lock()
+		todo := make(map[string][]any, len(s.orphans))
+		for key, o := range s.orphans {
+			for _, tok := range o.tokens {
+				todo[key] = append(todo[key], tok)
+			}
+		}
+		s.mu.Unlock()
+		for key, tokens := range todo {
+			ctx, cancel := context.WithTimeout(context.Background(), s.op)
+			err := releaseScript.Run(ctx, s.c, []string{key}, tokens...).Err()
+			cancel()
+			if err != nil && !isReply(err) {
+				break // no answer: the clocks have not started; all again at the next tick
+			}
+			now := time.Now()
+			s.mu.Lock()
+			if o := s.orphans[key]; o != nil {
+				switch {
+				case o.until.IsZero():
+					o.until = now.Add(s.ttl)
+				case now.After(o.until):
+					delete(s.orphans, key)
+				}
+			}
+			s.mu.Unlock()
+			select {
+			case <-s.stop:
+				return
+			default:
+			}
+		}
+		s.mu.Lock()
+		if len(s.orphans) == 0 || s.closed {
+			s.reaping = false
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		case <-s.wake:
+		}
+	}
+}
