@@ -104,7 +104,10 @@ func access(uids, gids *IDs) api.Access {
 // Sentinel by addresses.
 func loadRedis(p *problems, r *Redis, c *Config) {
 	urlName, addrsName := Prefix+"_REDIS_URL", Prefix+"_REDIS_ADDRS"
-	o := &redis.UniversalOptions{Username: r.RedisUsername.V, Password: r.RedisPassword.V.Reveal()}
+	// ContextTimeoutEnabled: the stores bound each command with a context
+	// (OpTimeout, the lock lease); without it go-redis waits out its own
+	// socket timeouts, 5 s against a paused or partitioned Redis.
+	o := &redis.UniversalOptions{Username: r.RedisUsername.V, Password: r.RedisPassword.V.Reveal(), ContextTimeoutEnabled: true}
 	switch {
 	case r.RedisURL.given != "" && r.RedisAddrs.set():
 		p.errorf(addrsName, "set together with %s; use the URL for one server, the addresses for Sentinel or Cluster", urlName)
