@@ -90,7 +90,7 @@ func mustToken(t *testing.T, b *broker.Broker, name string) broker.Handout {
 // the grant stays alive.
 func TestSlowRefreshIsAwaitedNotRepeated(t *testing.T) {
 	srv := fositetest.Start(t, fositetest.Options{AccessLifetime: time.Hour})
-	const timeout, delay = 100 * time.Millisecond, time.Second
+	const timeout, delay = 500 * time.Millisecond, 2 * time.Second // a timeout a loaded CI machine still sends within
 	b, logs, obs := watchedBroker(t, broker.Options{RequestTimeout: timeout, AnswerTimeout: time.Minute}, fositeCred(t, srv, srv.InitialRefreshToken(t)))
 	first := mustToken(t, b, "slow")
 
@@ -136,7 +136,7 @@ func TestSlowLockHolderKeepsTheFleetFromSpending(t *testing.T) {
 	rs := redistest.Start(t)
 	srv := fositetest.Start(t, fositetest.Options{AccessLifetime: time.Hour})
 	seed := srv.InitialRefreshToken(t)
-	const lockTTL, timeout, delay = 300 * time.Millisecond, 100 * time.Millisecond, 2 * time.Second
+	const lockTTL, timeout, delay = 300 * time.Millisecond, 500 * time.Millisecond, 2 * time.Second
 	var brokers []*broker.Broker
 	var obs []*slowObserver
 	for range 3 {
@@ -218,7 +218,7 @@ func TestSlowLockHolderKeepsTheFleetFromSpending(t *testing.T) {
 // refresh token may be spent.
 func TestShutdownCutsASlowRefreshAndSaysSo(t *testing.T) {
 	srv := fositetest.Start(t, fositetest.Options{AccessLifetime: time.Hour})
-	b, logs, obs := watchedBroker(t, broker.Options{RequestTimeout: 50 * time.Millisecond}, fositeCred(t, srv, srv.InitialRefreshToken(t)))
+	b, logs, obs := watchedBroker(t, broker.Options{RequestTimeout: 500 * time.Millisecond}, fositeCred(t, srv, srv.InitialRefreshToken(t)))
 	mustToken(t, b, "slow")
 	srv.Delay(time.Minute, 1)
 	go func() { _ = b.Refresh(context.Background(), "slow") }()
