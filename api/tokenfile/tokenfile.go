@@ -31,6 +31,7 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/api"
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/broker/store/file"
 )
 
 // Format is how a file holds the token.
@@ -255,7 +256,8 @@ func (w *Writer) remove(s *slot, why string) {
 	}
 }
 
-// write replaces the file with h, atomically and durably.
+// write replaces the file with h, atomically and durably, as the state
+// dir's records are written.
 func (s *slot) write(h broker.Handout, until time.Time) error {
 	var buf []byte
 	switch s.Format {
@@ -267,44 +269,20 @@ func (s *slot) write(h broker.Handout, until time.Time) error {
 		buf = append([]byte(h.AccessToken.Reveal()), '\n')
 	}
 	defer clear(buf)
-	dir := filepath.Dir(s.Path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(s.Path)+".tmp-*") // 0600 until complete
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after the rename
-	err = errors.Join(s.fill(f, buf), f.Close())
-	if err == nil && !time.Now().Before(until) {
-		err = errors.New("the token reached the handout floor while it was written")
-	}
-	if err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, s.Path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
-
-func (s *slot) fill(f *os.File, buf []byte) error {
-	if _, err := f.Write(buf); err != nil {
-		return err
-	}
-	if s.GID > 0 {
-		if err := f.Chown(-1, s.GID); err != nil {
-			return fmt.Errorf("giving it group %d: %w (the broker's user must be a member of that group)", s.GID, err)
+	return file.Replace(s.Path, buf, func(f *os.File) error {
+		if s.GID > 0 {
+			if err := f.Chown(-1, s.GID); err != nil {
+				return fmt.Errorf("giving it group %d: %w (the broker's user must be a member of that group)", s.GID, err)
+			}
 		}
-	}
-	if err := f.Chmod(s.Mode); err != nil {
-		return err
-	}
-	return f.Sync()
+		if err := f.Chmod(s.Mode); err != nil {
+			return err
+		}
+		if !time.Now().Before(until) {
+			return errors.New("the token reached the handout floor while it was written")
+		}
+		return nil
+	})
 }
 
 // signal sends sig to the process whose pid the file at path holds. A pid

@@ -107,34 +107,32 @@ func (s *Store) Save(ctx context.Context, key string, rec store.Record) error {
 	case err != nil && !errors.Is(err, store.ErrNotFound):
 		// A corrupt record is replaced: the new one is what counts.
 	}
-	return writeFileSync(p, s.Sealer.Encode(key, rec))
+	return Replace(p, s.Sealer.Encode(key, rec), nil)
 }
 
-// writeFileSync replaces p atomically and durably.
-func writeFileSync(p string, data []byte) error {
-	dir := filepath.Dir(p)
-	f, err := os.CreateTemp(dir, ".tmp-*")
+// Replace replaces the file at path with data, atomically and durably: a
+// temporary file in the same directory (mode 0600), ready (when not nil)
+// to set its owner and mode, fsync, rename, and an fsync of the directory.
+// A reader sees the old content or the new, never a mix.
+func Replace(path string, data []byte, ready func(*os.File) error) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return err
 	}
 	tmp := f.Name()
 	defer os.Remove(tmp) // no-op after the rename
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
+	_, err = f.Write(data)
+	if err == nil && ready != nil {
+		err = ready(f)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if err = errors.Join(err, f.Close()); err != nil {
 		return err
 	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, p); err != nil {
+	if err := os.Rename(tmp, path); err != nil {
 		return err
 	}
 	d, err := os.Open(dir)
