@@ -23,11 +23,18 @@ type fleetMember struct {
 
 func startMember(t *testing.T, dir string, srv *redistest.Server, p *oauthtest.Provider, seed string) *fleetMember {
 	t.Helper()
+	return startSettlingMember(t, dir, srv, p, seed, 0)
+}
+
+// startSettlingMember is startMember with the fleet store's SettleTime
+// (0: the default).
+func startSettlingMember(t *testing.T, dir string, srv *redistest.Server, p *oauthtest.Provider, seed string, settle time.Duration) *fleetMember {
+	t.Helper()
 	local, err := file.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := fleet.New(local, newRedisStore(t, srv, 2*time.Second), fleet.Options{Logger: quiet})
+	st := fleet.New(local, newRedisStore(t, srv, 2*time.Second), fleet.Options{Logger: quiet, SettleTime: settle})
 	b, err := New(Options{Store: st, Logger: quiet, PeerWait: 300 * time.Millisecond}, []Credential{fleetCred(p, seed)})
 	if err != nil {
 		t.Fatal(err)
@@ -135,8 +142,7 @@ func TestReturningBrokerDoesNotSpendAnOldRefreshTokenAfterRedisLostData(t *testi
 		t.Fatal(err)
 	}
 	srv.Flush()
-	b = startMember(t, dirB, srv, p, seed)
-	b.b.opts.Store.(*fleet.Store).SettleTime = 5 * time.Second // a loaded CI machine is slow to answer
+	b = startSettlingMember(t, dirB, srv, p, seed, 5*time.Second) // a loaded CI machine is slow to answer
 	refreshWithoutReuse(t, p, a, b)
 }
 
@@ -212,8 +218,7 @@ func settlingRefresh(t *testing.T, settle time.Duration) (srv *redistest.Server,
 	handoutValid(t, p, m, "first handout")
 	m.stop()
 	srv.Flush()
-	m = startMember(t, dir, srv, p, seed) // puts its record back
-	m.b.opts.Store.(*fleet.Store).SettleTime = settle
+	m = startSettlingMember(t, dir, srv, p, seed, settle) // puts its record back
 	before = p.Stats().TokenRequests
 	done = make(chan error, 1)
 	go func() { done <- m.b.Refresh(context.Background(), "fw") }()

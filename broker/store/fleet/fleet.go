@@ -65,12 +65,11 @@ type Options struct {
 // claim is taken. From New to Close a loop runs the repairs due and
 // offers the shared store the records it missed while it failed.
 type Store struct {
-	local  Local
-	shared Shared
-	log    *slog.Logger
-	every  time.Duration
-	// SettleTime: see Options. Set it before the first Acquire.
-	SettleTime time.Duration
+	local      Local
+	shared     Shared
+	log        *slog.Logger
+	every      time.Duration
+	settleTime time.Duration // Options.SettleTime
 
 	putBack sync.Map // key -> time.Time of the last put-back
 	pending sync.Map // key -> generation saved locally, not yet shared
@@ -97,7 +96,7 @@ func New(local Local, shared Shared, opts Options) *Store {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Store{local: local, shared: shared, log: opts.Logger, every: opts.PushInterval,
-		SettleTime: opts.SettleTime, stop: cancel, done: make(chan struct{}), wake: make(chan struct{}, 1)}
+		settleTime: opts.SettleTime, stop: cancel, done: make(chan struct{}), wake: make(chan struct{}, 1)}
 	go s.run(ctx)
 	return s
 }
@@ -227,7 +226,7 @@ func (s *Store) settle(ctx context.Context, key string) (bool, error) {
 	if !ok {
 		return false, nil
 	}
-	wait := time.Until(v.(time.Time).Add(s.SettleTime))
+	wait := time.Until(v.(time.Time).Add(s.settleTime))
 	if wait <= 0 {
 		return false, nil
 	}
