@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -489,13 +490,8 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request) {
 	route.rp.ServeHTTP(w, r.WithContext(ctx))
 }
 
-// knows reports whether the broker has a credential named name.
+// knows reports whether the broker has a credential named name. Only the
+// proxy's error path asks, so it reads the status rather than keep a copy.
 func (s *Server) knows(name string) bool {
-	s.namesOnce.Do(func() {
-		s.names = map[string]bool{}
-		for _, st := range s.b.Status() {
-			s.names[st.Name] = true
-		}
-	})
-	return s.names[name]
+	return slices.ContainsFunc(s.b.Status(), func(st broker.Status) bool { return st.Name == name })
 }

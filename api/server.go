@@ -12,7 +12,6 @@ import (
 	"path"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker"
@@ -84,9 +83,6 @@ type Server struct {
 	routed  http.Handler // the header check, cleanPathsOnly, then ServeMux
 	handler http.Handler // guard, the handout fast path, then routed
 	srv     *http.Server
-
-	namesOnce sync.Once
-	names     map[string]bool // the broker's credentials, for the proxy's 404
 }
 
 // NewServer returns a server handing out b's tokens. It ignores opts.Path
