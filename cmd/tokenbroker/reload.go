@@ -155,22 +155,24 @@ func loadFrom(environ []string) (Config, error) {
 	return config.Load()
 }
 
-// fileSettings returns the paths the _FILE variables in environ name, but
-// not the token files (TOKEN_FILE): the broker writes those itself, and
-// each new token would look like a changed secret.
+// fileSettings returns the paths that the variables naming files the
+// configuration reads (config.FileVariables) hold in environ.
 func fileSettings(environ []string) []string {
-	written := map[string]bool{}
+	vars := map[string]string{}
 	for _, kv := range environ {
-		if k, names, _ := strings.Cut(kv, "="); k == config.Prefix+"_CREDENTIALS" {
-			for _, n := range strings.Split(names, ",") {
-				written[config.CredentialPrefix(strings.TrimSpace(n))+"_TOKEN_FILE"] = true
-			}
+		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, config.Prefix+"_") {
+			vars[k] = v
+		}
+	}
+	var names []string
+	for _, n := range strings.Split(vars[config.Prefix+"_CREDENTIALS"], ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			names = append(names, n)
 		}
 	}
 	var paths []string
-	for _, kv := range environ {
-		k, path, ok := strings.Cut(kv, "=")
-		if ok && strings.HasPrefix(k, config.Prefix+"_") && strings.HasSuffix(k, "_FILE") && !written[k] {
+	for _, k := range config.FileVariables(names) {
+		if path, ok := vars[k]; ok {
 			paths = append(paths, path)
 		}
 	}

@@ -2,6 +2,7 @@ package config
 
 import (
 	"os"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -142,5 +143,20 @@ func TestNameThatReadsAGlobalSetting(t *testing.T) {
 	_, err := Load()
 	if err == nil || !strings.Contains(err.Error(), "TOKENBROKER_CREDENTIALS: redis would read TOKENBROKER_REDIS_") {
 		t.Errorf("err %v; want TOKENBROKER_CREDENTIALS refusing redis", err)
+	}
+}
+
+// A reload watches the files the configuration reads, named by the
+// type:"file" settings, and never a token file, which the broker writes.
+func TestFileVariables(t *testing.T) {
+	vars := FileVariables([]string{"a-b"})
+	for _, want := range []string{"TOKENBROKER_ENCRYPTION_KEY_FILE", "TOKENBROKER_REDIS_PASSWORD_FILE", "TOKENBROKER_REDIS_CA_FILE",
+		"TOKENBROKER_A_B_CLIENT_SECRET_FILE", "TOKENBROKER_A_B_CLIENT_SECRET_PREVIOUS_FILE", "TOKENBROKER_A_B_REFRESH_TOKEN_FILE", "TOKENBROKER_A_B_PASSWORD_FILE"} {
+		if !slices.Contains(vars, want) {
+			t.Errorf("FileVariables lacks %s: %v", want, vars)
+		}
+	}
+	if slices.Contains(vars, "TOKENBROKER_A_B_TOKEN_FILE") || len(vars) != 7 {
+		t.Errorf("FileVariables = %v; want the 7 file settings and no TOKEN_FILE", vars)
 	}
 }

@@ -93,7 +93,22 @@ func decode(p *problems, prefix string, spec any) (from map[string]string) {
 var (
 	suffixes                     = map[reflect.Type]map[string]string{}
 	globalSettings, credSettings []string
+	globalFiles, credFiles       []string // the settings of type "file"
 )
+
+// FileVariables returns the variables that name a file the configuration
+// reads (a secret's _FILE, the Redis CA), for credentials names, as the
+// settings' type:"file" tags say. A reload watches those files, and no
+// other: a token file, say, is the broker's own output.
+func FileVariables(names []string) []string {
+	vars := slices.Clone(globalFiles)
+	for _, n := range names {
+		for _, suffix := range credFiles {
+			vars = append(vars, CredentialPrefix(n)+"_"+suffix)
+		}
+	}
+	return vars
+}
 
 func init() {
 	for _, spec := range []any{&Global{}, &Redis{}, &Cred{}} {
@@ -103,7 +118,15 @@ func init() {
 		}
 		t, m := reflect.TypeOf(spec).Elem(), map[string]string{}
 		for i, key := range strings.Fields(b.String()) { // one per field, in order
-			m[t.Field(i).Name] = strings.TrimPrefix(key, "X_")
+			suffix := strings.TrimPrefix(key, "X_")
+			m[t.Field(i).Name] = suffix
+			switch {
+			case t.Field(i).Tag.Get("type") != "file":
+			case t == reflect.TypeFor[Cred]():
+				credFiles = append(credFiles, suffix)
+			default:
+				globalFiles = append(globalFiles, Prefix+"_"+suffix)
+			}
 		}
 		suffixes[t] = m
 		if t == reflect.TypeFor[Cred]() {
